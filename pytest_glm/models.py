@@ -1,0 +1,224 @@
+"""The GLM-4.x model registry, and recognition of a local GLM model directory.
+
+A model's *family* decides everything format-related: ``glm45`` (GLM-4.5, 4.5-Air, 4.6: newline after role
+headers, ``/nothink``) or ``glm47`` (GLM-4.7, 4.7-Flash: compact tool calls, ``<think>`` in the generation
+prompt). The tool-call parser follows the family; the reasoning parser is ``glm45`` for all of them.
+No pytest import here: this module is pure data.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass, replace
+from pathlib import Path
+from typing import Any
+
+from pytest_glm.exceptions import ConfigError, UnknownModel
+
+GIB = 1024**3
+
+#: Tool-call parser per family, as zai-org and the vLLM recipes prescribe.
+TOOL_PARSER = {"glm45": "glm45", "glm47": "glm47"}
+
+#: One reasoning parser serves both families.
+REASONING_PARSER = "glm45"
+
+
+@dataclass(frozen=True)
+class ModelSpec:
+    """What the gate needs to know about one GLM checkpoint.
+
+    :param model_id: Hugging Face id, or the local directory's path.
+    :param family: ``glm45`` or ``glm47`` (chat template and tool-call layout).
+    :param architecture: ``Glm4MoeForCausalLM`` or ``Glm4MoeLiteForCausalLM``.
+    :param context_length: ``max_position_embeddings`` of the checkpoint.
+    :param mtp_layers: number of MTP (nextn) layers; 0 means speculative decoding by MTP is impossible.
+    :param weight_gib: size of the weights on disk (and so in accelerator memory), GiB.
+    :param precision: ``bf16`` or ``fp8``.
+    :param mtp_recommended: whether the published serving command turns MTP on.
+    :param served_name: the ``--served-model-name`` of the published serving command.
+    :param reference: one of the project's tiny reference models, built locally.
+    """
+
+    model_id: str
+    family: str
+    architecture: str
+    context_length: int
+    mtp_layers: int
+    weight_gib: float
+    precision: str
+    mtp_recommended: bool
+    served_name: str
+    reference: bool = False
+    local_path: str | None = None
+
+    @property
+    def tool_parser(self) -> str:
+        return TOOL_PARSER[self.family]
+
+    @property
+    def reasoning_parser(self) -> str:
+        return REASONING_PARSER
+
+    @property
+    def has_mtp(self) -> bool:
+        return self.mtp_layers > 0
+
+    @property
+    def source(self) -> str:
+        """What ``vllm serve`` is given: the local directory when there is one, else the hub id."""
+        return self.local_path or self.model_id
+
+
+def _hub(model_id: str, family: str, ctx: int, weight_gib: float, *, mtp: bool,
+         arch: str = "Glm4MoeForCausalLM") -> ModelSpec:
+    precision = "fp8" if model_id.endswith("-FP8") else "bf16"
+    return ModelSpec(model_id=model_id, family=family, architecture=arch, context_length=ctx, mtp_layers=1,
+                     weight_gib=weight_gib, precision=precision, mtp_recommended=mtp,
+                     served_name=model_id.split("/", 1)[1].lower())
+
+
+# Weight sizes: total parameters (main model + MTP layer, glm-facts §2.2) x 2 bytes for BF16; the FP8
+# checkpoints keep embeddings, norms and routers in BF16, about 1.01 bytes a parameter.
+REGISTRY: dict[str, ModelSpec] = {
+    spec.model_id: spec
+    for spec in (
+        _hub("zai-org/GLM-4.5", "glm45", 131072, 667.0, mtp=False),
+        _hub("zai-org/GLM-4.5-FP8", "glm45", 131072, 337.0, mtp=False),
+        _hub("zai-org/GLM-4.5-Air", "glm45", 131072, 205.0, mtp=False),
+        _hub("zai-org/GLM-4.5-Air-FP8", "glm45", 131072, 104.0, mtp=False),
+        _hub("zai-org/GLM-4.6", "glm45", 202752, 665.0, mtp=False),
+        _hub("zai-org/GLM-4.6-FP8", "glm45", 202752, 336.0, mtp=False),
+        _hub("zai-org/GLM-4.7", "glm47", 202752, 667.0, mtp=True),
+        _hub("zai-org/GLM-4.7-FP8", "glm47", 202752, 337.0, mtp=True),
+        # No official FP8 checkpoint of GLM-4.7-Flash is published (zai-org README).
+        _hub("zai-org/GLM-4.7-Flash", "glm47", 202752, 58.0, mtp=True, arch="Glm4MoeLiteForCausalLM"),
+    )
+}
+
+#: The project's tiny reference models (see pytest_glm.reference): plumbing fixtures, not language models.
+REFERENCE_MODELS: dict[str, ModelSpec] = {
+    name: ModelSpec(model_id=name, family=family, architecture="Glm4MoeForCausalLM", context_length=32768,
+                    mtp_layers=1, weight_gib=0.01, precision="bf16", mtp_recommended=True, served_name=name,
+                    reference=True)
+    for name, family in (("glm-tiny", "glm45"), ("glm-tiny-47", "glm47"))
+}
+
+DEFAULT_MODEL = "glm-tiny"
+
+
+def known_models() -> list[str]:
+    return [*REFERENCE_MODELS, *REGISTRY]
+
+
+def resolve_model(value: str) -> ModelSpec:
+    """Turn ``--glm-model`` into a spec: a reference name, a registered hub id (case-insensitive, the
+    ``zai-org/`` prefix optional), or a local model directory."""
+    if value in REFERENCE_MODELS:
+        return REFERENCE_MODELS[value]
+    by_lower = {k.lower(): v for k, v in REGISTRY.items()}
+    for candidate in (value, f"zai-org/{value}"):
+        if candidate.lower() in by_lower:
+            return by_lower[candidate.lower()]
+    path = Path(value).expanduser()
+    if path.is_dir():
+        return spec_from_directory(path)
+    raise UnknownModel(value, known_models())
+
+
+def guess_model(served_name: str) -> ModelSpec | None:
+    """Best guess of the registered model behind a served name such as ``glm-4.7-fp8`` (or None)."""
+    name = served_name.lower().rstrip("/").rsplit("/", 1)[-1]
+    for spec in (*REFERENCE_MODELS.values(), *REGISTRY.values()):
+        if name in (spec.served_name, spec.model_id.lower().rsplit("/", 1)[-1]):
+            return spec
+    return None
+
+
+def _chat_template_text(path: Path) -> str:
+    jinja = path / "chat_template.jinja"
+    if jinja.is_file():
+        return jinja.read_text(encoding="utf-8")
+    tok_cfg = path / "tokenizer_config.json"
+    if tok_cfg.is_file():
+        template = json.loads(tok_cfg.read_text(encoding="utf-8")).get("chat_template")
+        if isinstance(template, str):
+            return template
+    return ""
+
+
+def render_template(template: str, messages: list[dict[str, Any]], **kwargs: Any) -> str:
+    """Render a chat template the way transformers (and so vLLM) does: sandboxed Jinja with
+    ``trim_blocks``/``lstrip_blocks`` and a ``tojson`` that keeps non-ASCII and Python's separators."""
+    from jinja2.ext import loopcontrols
+    from jinja2.sandbox import ImmutableSandboxedEnvironment
+
+    def tojson(value: Any, ensure_ascii: bool = False, indent: int | None = None, separators: Any = None,
+               sort_keys: bool = False) -> str:
+        return json.dumps(value, ensure_ascii=ensure_ascii, indent=indent, separators=separators, sort_keys=sort_keys)
+
+    def raise_exception(message: str) -> None:
+        raise ValueError(message)
+
+    env = ImmutableSandboxedEnvironment(trim_blocks=True, lstrip_blocks=True, extensions=[loopcontrols])
+    env.filters["tojson"] = tojson
+    env.globals["raise_exception"] = raise_exception
+    return env.from_string(template).render(messages=messages, **kwargs)
+
+
+def family_of_template(template: str) -> str | None:
+    """Tell the two GLM template families apart by what they render for one user turn.
+
+    GLM-4.5/4.6 put a newline after the role header (``<|user|>`` NEWLINE ``hi``); GLM-4.7 does not, and opens the
+    think block in the generation prompt (``<|user|>hi<|assistant|><think>``).
+    """
+    try:
+        text = render_template(template, [{"role": "user", "content": "hi"}], add_generation_prompt=True)
+    except Exception:  # noqa: BLE001 - an unrenderable template is simply not recognised
+        return None
+    if "<|user|>\nhi" in text:
+        return "glm45"
+    if "<|user|>hi<|assistant|>" in text:
+        return "glm47"
+    return None
+
+
+def spec_from_directory(path: Path) -> ModelSpec:
+    """Recognise a local GLM checkpoint from its ``config.json`` and chat template."""
+    config_file = path / "config.json"
+    if not config_file.is_file():
+        raise ConfigError("--glm-model", f"{path} is a directory without a config.json",
+                          "pass a Hugging Face model directory (config.json, tokenizer, safetensors)")
+    try:
+        config = json.loads(config_file.read_text(encoding="utf-8"))
+    except json.JSONDecodeError as exc:
+        raise ConfigError("--glm-model", f"{config_file} is not valid JSON: {exc}") from exc
+    archs = config.get("architectures") or []
+    arch = archs[0] if archs else ""
+    if arch not in ("Glm4MoeForCausalLM", "Glm4MoeLiteForCausalLM"):
+        raise ConfigError("--glm-model", f"{config_file} declares architecture {arch or 'none'!r}",
+                          "pytest-glm validates GLM-4.x MoE checkpoints (Glm4MoeForCausalLM, Glm4MoeLiteForCausalLM)")
+    template = _chat_template_text(path)
+    family = family_of_template(template)
+    if family is None:
+        if not template:
+            problem = f"{path} has no chat template (chat_template.jinja or tokenizer_config.json)"
+        else:
+            problem = f"the chat template in {path} is neither the GLM-4.5/4.6 nor the GLM-4.7 format"
+        raise ConfigError("--glm-model", problem, "GLM-4.x deployments need the model's own chat template")
+    weights = sum(f.stat().st_size for f in path.glob("*.safetensors"))
+    quant = (config.get("quantization_config") or {}).get("quant_method", "")
+    precision = "fp8" if quant in ("fp8", "compressed-tensors") else "bf16"
+    spec = ModelSpec(
+        model_id=str(path), family=family, architecture=arch,
+        context_length=int(config.get("max_position_embeddings", 0)),
+        mtp_layers=int(config.get("num_nextn_predict_layers", 0)),
+        weight_gib=weights / GIB, precision=precision, mtp_recommended=family == "glm47",
+        served_name=path.resolve().name.lower(), local_path=str(path),
+    )
+    return spec
+
+
+def with_local_path(spec: ModelSpec, path: Path) -> ModelSpec:
+    """The same spec, served from a local directory (a built reference model, a pre-downloaded checkpoint)."""
+    return replace(spec, local_path=str(path))

