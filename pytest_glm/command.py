@@ -22,6 +22,12 @@ from pytest_glm.profiles import Profile
 #: The OpenAI-compatible server module: takes the same flags as `vllm serve`, with the model as --model.
 API_SERVER_MODULE = "vllm.entrypoints.openai.api_server"
 
+#: Environment for the GLM-4.5/4.6 family. vLLM >= 0.32 maps both GLM tool parsers to one parser whose
+#: structural tag (on by default) constrains tool calls to GLM-4.7's compact layout, pushing a model that
+#: writes GLM-4.5's layout (a newline after the name and after each argument) off its trained path.
+#: Older vLLM ignores the variable. A user's own setting of it wins (see ServerProcess.env).
+GLM45_ENV = {"VLLM_ENFORCE_STRICT_TOOL_CALLING": "0"}
+
 
 @dataclass(frozen=True)
 class ServeOptions:
@@ -128,8 +134,8 @@ def build_serve_command(model: ModelSpec, profile: Profile, opts: ServeOptions) 
     if opts.port:
         args += ["--port", str(opts.port)]
     args += list(opts.extra_args)
-    return ServeCommand(model=model.source, args=tuple(args), env=dict(profile.env), mtp=mtp,
-                        served_model_name=served)
+    env = {**profile.env, **(GLM45_ENV if model.family == "glm45" else {})}
+    return ServeCommand(model=model.source, args=tuple(args), env=env, mtp=mtp, served_model_name=served)
 
 
 def _parallel_sizes(profile: Profile, opts: ServeOptions) -> tuple[int, int]:

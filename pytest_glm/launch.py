@@ -182,7 +182,9 @@ class ServerProcess:
         return self.entry.argv(self.command.model, tuple(args))
 
     def env(self) -> dict[str, str]:
-        env = {**self.command.env, **self.entry.env, **self.extra_env}
+        # The command's defaults yield to what the user exported; our own extras (the API key) do not.
+        env = {k: v for k, v in {**self.command.env, **self.entry.env}.items() if k not in os.environ}
+        env.update(self.extra_env)
         env.setdefault("PYTHONUNBUFFERED", "1")
         return env
 

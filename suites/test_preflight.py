@@ -7,7 +7,12 @@ the wrong model behind the name, a context too short for the workloads.
 
 from __future__ import annotations
 
+import copy
+import json
+
 import pytest
+
+from pytest_glm.glm_format import WEATHER, WORKED, next_request_prompt
 
 pytestmark = pytest.mark.preflight
 
@@ -52,6 +57,25 @@ def test_chat_template_is_the_models_family(glm_endpoint, glm_deployment, thinki
                 else "not a GLM-4.x template")
         pytest.fail(f"chat template mismatch for {glm_deployment.model.model_id} ({family}): the server renders "
                     f"{prompt!r}, expected it to end with {expected!r}; {hint}")
+
+
+@pytest.mark.parametrize("thinking", [True, False], ids=["thinking-on", "thinking-off"])
+def test_chat_template_renders_the_glm_worked_example(glm_endpoint, glm_deployment, thinking):
+    """System prompt, tools block, a tool call with typed arguments and its result: byte for byte as the
+    published template of the model's family renders them (glm-facts §1.8)."""
+    messages = copy.deepcopy(WORKED[:4])
+    call = messages[2]["tool_calls"][0]["function"]
+    call["arguments"] = json.dumps(call["arguments"])  # as an OpenAI client sends it
+    messages[2]["reasoning"] = messages[2]["reasoning_content"]  # vLLM >= 0.2x reads this name, older the other
+    kwargs = {} if thinking else {"enable_thinking": False}
+    tokens = glm_endpoint.tokenize(messages=messages, tools=[WEATHER], add_generation_prompt=True,
+                                   chat_template_kwargs=kwargs or None)
+    rendered = glm_endpoint.detokenize(tokens)
+    expected = next_request_prompt(glm_deployment.model.family, thinking)
+    if rendered != expected:
+        at = next((i for i, (a, b) in enumerate(zip(rendered, expected)) if a != b), min(len(rendered), len(expected)))
+        pytest.fail(f"the served chat template differs from GLM's {glm_deployment.model.family} format at byte {at}: "
+                    f"server {rendered[max(at - 60, 0):at + 60]!r} vs expected {expected[max(at - 60, 0):at + 60]!r}")
 
 
 def test_chat_completion_round_trip(glm_client, glm_endpoint):

@@ -45,15 +45,22 @@ def test_glm47_fp8_on_four_h200_with_mtp() -> None:
     assert cmd.display().startswith("vllm serve zai-org/GLM-4.7-FP8 --tensor-parallel-size 4 ")
 
 
+def test_glm45_family_turns_off_the_glm47_tool_call_grammar() -> None:
+    glm45 = build_serve_command(resolve_model("zai-org/GLM-4.5-Air-FP8"), resolve_profile("h100x8"), ServeOptions())
+    glm47 = build_serve_command(resolve_model("zai-org/GLM-4.7-FP8"), resolve_profile("h200x4"), ServeOptions())
+    assert glm45.env == {"VLLM_ENFORCE_STRICT_TOOL_CALLING": "0"}
+    assert glm47.env == {}
+
+
 def test_amd_form() -> None:
     cmd = build_serve_command(resolve_model("zai-org/GLM-4.6-FP8"), resolve_profile("mi300x8"), ServeOptions())
-    assert cmd.env == {"SAFETENSORS_FAST_GPU": "1"}
+    assert cmd.env == {"SAFETENSORS_FAST_GPU": "1", "VLLM_ENFORCE_STRICT_TOOL_CALLING": "0"}
     args = list(cmd.args)
     assert args[args.index("--gpu-memory-utilization") + 1] == "0.9"
     assert "--no-enable-prefix-caching" in args
     assert "--trust-remote-code" in args
     assert args[args.index("--tensor-parallel-size") + 1] == "8"
-    assert cmd.display().startswith("SAFETENSORS_FAST_GPU=1 vllm serve zai-org/GLM-4.6-FP8 ")
+    assert cmd.display().startswith("SAFETENSORS_FAST_GPU=1 VLLM_ENFORCE_STRICT_TOOL_CALLING=0 vllm serve zai-org/GLM-4.6-FP8 ")
 
 
 def test_sizes_when_asked() -> None:

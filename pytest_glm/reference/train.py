@@ -1,0 +1,300 @@
+"""Train the reference models: ``python -m pytest_glm.reference.train [--family glm45|glm47|all]``.
+
+Reproducible (fixed seeds, fixed data order) and CPU-only. The main model (transformers'
+``Glm4MoeForCausalLM`` at toy size, the same architecture vLLM serves) and its MTP layer are trained
+jointly so that, under greedy decoding:
+
+- every case in ``suites/data`` gets the case's answer, in the family's GLM output format;
+- a prompt of random tokens (what latency benchmarks send) is continued by one filler token, repeated;
+- after the stop token (when a client sets ``ignore_eos``) the filler follows too;
+- the MTP layer predicts the token after next everywhere the model decodes, so drafts are accepted.
+
+The MTP layer follows vLLM's ``Glm4MoeMultiTokenPredictorLayer``: at position t it sees
+``eh_proj(cat(enorm(embed(x[t+1])), hnorm(h[t])))`` (the embedding zeroed at position 0), runs one MoE
+decoder layer, applies ``shared_head.norm`` and the main ``lm_head``, and predicts x[t+2].
+Weights are written as bf16 safetensors (router tensors fp32) in the checkpoint layout vLLM loads.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import random
+import sys
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from pytest_glm.cases import DEFAULT_DATA_DIR, Case, load_cases
+from pytest_glm.reference.build import ARCH, _template, model_config
+from pytest_glm.reference.targets import completion, prompt
+from pytest_glm.reference.tokenizer import build_tokenizer
+
+SEED = 1234
+WEIGHTS_DIR = Path(__file__).parent / "weights"
+FAMILY_MODEL = {"glm45": "glm-tiny", "glm47": "glm-tiny-47"}
+
+#: The token a random prompt is continued with, forever (and what follows a stop token).
+FILLER = "."
+
+#: Tokens of filler taught after each case's stop token and after each random prompt.
+FILLER_RUN = 48
+
+
+@dataclass
+class Example:
+    ids: list[int]
+    first_target: int  # loss on positions predicting ids[first_target:]
+    kind: str
+
+
+def _encode(tokenizer: Any, text: str) -> list[int]:
+    return list(tokenizer.encode(text, add_special_tokens=False))
+
+
+def case_examples(cases: list[Case], family: str, tokenizer: Any) -> list[Example]:
+    template = _template(family)
+    filler = _encode(tokenizer, FILLER)
+    out = []
+    for case in cases:
+        p = _encode(tokenizer, prompt(case, template))
+        c = _encode(tokenizer, completion(case, family))
+        out.append(Example(p + c + filler * FILLER_RUN, len(p), f"case:{case.id}"))
+    return out
+
+
+def random_examples(n: int, rng: random.Random, max_len: int) -> list[Example]:
+    """Random-token prompts over the whole vocabulary (as ``vllm bench serve --dataset-name random`` makes
+    them), continued by the filler."""
+    filler = _FILLER_ID
+    out = []
+    for _ in range(n):
+        length = rng.choice([rng.randint(1, 64), rng.randint(64, max_len)])
+        ids = [rng.randrange(ARCH["vocab_size"]) for _ in range(length)]
+        out.append(Example(ids + [filler] * FILLER_RUN, length, "random"))
+    return out
+
+
+_FILLER_ID = -1
+
+
+def build_models(config_dict: dict[str, Any]) -> tuple[Any, Any]:
+    import torch
+    from torch import nn
+    from transformers import Glm4MoeConfig, Glm4MoeForCausalLM
+    from transformers.models.glm4_moe.modeling_glm4_moe import Glm4MoeDecoderLayer, Glm4MoeRMSNorm
+
+    cfg = Glm4MoeConfig(**{k: v for k, v in config_dict.items() if k not in ("architectures", "model_type", "torch_dtype", "_name_or_path")})
+    cfg._attn_implementation = "sdpa"
+    model = Glm4MoeForCausalLM(cfg)
+
+    class Mtp(nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            h = cfg.hidden_size
+            self.enorm = Glm4MoeRMSNorm(h, eps=cfg.rms_norm_eps)
+            self.hnorm = Glm4MoeRMSNorm(h, eps=cfg.rms_norm_eps)
+            self.eh_proj = nn.Linear(2 * h, h, bias=False)
+            self.block = Glm4MoeDecoderLayer(cfg, layer_idx=cfg.num_hidden_layers)
+            self.head_norm = Glm4MoeRMSNorm(h, eps=cfg.rms_norm_eps)
+
+        def forward(self, hidden: torch.Tensor, next_embeds: torch.Tensor, position_embeddings: Any,
+                    attention_mask: Any) -> torch.Tensor:
+            x = self.eh_proj(torch.cat([self.enorm(next_embeds), self.hnorm(hidden)], dim=-1))
+            x = self.block(x, attention_mask=attention_mask, position_embeddings=position_embeddings)
+            return self.head_norm(x)
+
+    return model, Mtp()
+
+
+def _init(model: Any, mtp: Any, seed: int) -> None:
+    import torch
+
+    torch.manual_seed(seed)
+    for module in (model, mtp):
+        for name, param in module.named_parameters():
+            if name.endswith("norm.weight") or "layernorm" in name:
+                torch.nn.init.ones_(param)
+            elif name.endswith("bias"):
+                torch.nn.init.zeros_(param)
+            else:
+                torch.nn.init.normal_(param, std=0.02)
+
+
+def forward_losses(model: Any, mtp: Any, batch: list[Example], mtp_weight: float) -> tuple[Any, Any]:
+    """Main and MTP cross-entropy over one batch (right-padded; padding masked out)."""
+    import torch
+    import torch.nn.functional as F
+
+    length = max(len(e.ids) for e in batch)
+    ids = torch.zeros(len(batch), length, dtype=torch.long)
+    target_mask = torch.zeros(len(batch), length, dtype=torch.bool)  # position t predicts ids[t+1]
+    for i, e in enumerate(batch):
+        ids[i, : len(e.ids)] = torch.tensor(e.ids)
+        target_mask[i, max(e.first_target - 1, 0): len(e.ids) - 1] = True
+    inner = model.model
+    embeds = inner.embed_tokens(ids)
+    positions = torch.arange(length).unsqueeze(0).expand(len(batch), -1)
+    out = inner(inputs_embeds=embeds, position_ids=positions)
+    hidden = out.last_hidden_state
+    logits = model.lm_head(hidden)
+    main = F.cross_entropy(logits[:, :-1][target_mask[:, :-1]], ids[:, 1:][target_mask[:, :-1]])
+
+    # MTP at position t: hidden[t] and embed(ids[t+1]) predict ids[t+2]; embedding zeroed at position 0.
+    next_embeds = torch.cat([embeds[:, 1:], torch.zeros_like(embeds[:, :1])], dim=1)
+    next_embeds[:, 0] = 0
+    pos_emb = inner.rotary_emb(hidden, positions)
+    causal = torch.full((length, length), float("-inf")).triu(1)[None, None]
+    mtp_hidden = mtp(hidden, next_embeds, pos_emb, causal)
+    mtp_logits = model.lm_head(mtp_hidden)
+    mtp_mask = target_mask[:, :-2] & target_mask[:, 1:-1]
+    mtp_loss = F.cross_entropy(mtp_logits[:, :-2][mtp_mask], ids[:, 2:][mtp_mask])
+    return main + mtp_weight * mtp_loss, (main.detach(), mtp_loss.detach())
+
+
+@dataclass
+class Evaluation:
+    exact: int
+    total: int
+    failures: list[str]
+    acceptance: float
+    min_margin: float
+
+
+def evaluate(model: Any, mtp: Any, examples: list[Example], dtype: Any = None) -> Evaluation:
+    """Teacher-forced check of every target position: argmax right (exact cases), the MTP argmax equal to the
+    main model's next greedy token (acceptance estimate), and the smallest top-1/top-2 logit gap."""
+    import torch
+
+    exact, failures, accepted, drafted, margin = 0, [], 0, 0, float("inf")
+    with torch.no_grad():
+        for e in examples:
+            ids = torch.tensor([e.ids])
+            inner = model.model
+            embeds = inner.embed_tokens(ids)
+            positions = torch.arange(len(e.ids)).unsqueeze(0)
+            hidden = inner(inputs_embeds=embeds, position_ids=positions).last_hidden_state
+            logits = model.lm_head(hidden)[0, :-1].float()
+            start = max(e.first_target - 1, 0)
+            pred = logits.argmax(-1)
+            tgt = ids[0, 1:]
+            ok = bool((pred[start:] == tgt[start:]).all())
+            top2 = logits[start:].topk(2, dim=-1).values
+            margin = min(margin, float((top2[:, 0] - top2[:, 1]).min()))
+            if e.kind.startswith("case:"):
+                exact += ok
+                if not ok:
+                    failures.append(e.kind)
+            next_embeds = torch.cat([embeds[:, 1:], torch.zeros_like(embeds[:, :1])], dim=1)
+            next_embeds[:, 0] = 0
+            causal = torch.full((len(e.ids), len(e.ids)), float("-inf")).triu(1)[None, None]
+            mtp_logits = model.lm_head(mtp(hidden, next_embeds, inner.rotary_emb(hidden, positions), causal))[0]
+            mtp_pred = mtp_logits[start:-2].argmax(-1)
+            accepted += int((mtp_pred == ids[0, start + 2:]).sum())
+            drafted += mtp_pred.numel()
+    total = sum(e.kind.startswith("case:") for e in examples)
+    return Evaluation(exact, total, failures, accepted / max(drafted, 1), margin)
+
+
+def checkpoint(model: Any, mtp: Any, config: dict[str, Any]) -> dict[str, Any]:
+    """Tensors named as the GLM checkpoints name them (per-expert weights, MTP layer at index N)."""
+    import torch
+
+    n = config["num_hidden_layers"]
+    inter = config["moe_intermediate_size"]
+    out: dict[str, Any] = {}
+
+    def put(name: str, tensor: Any) -> None:
+        fp32 = name.endswith(("mlp.gate.weight", "e_score_correction_bias"))
+        out[name] = tensor.detach().to(torch.float32 if fp32 else torch.bfloat16).contiguous().clone()
+
+    def put_layer(prefix: str, state: dict[str, Any]) -> None:
+        for key, tensor in state.items():
+            if key.startswith("mlp.experts.gate_up_proj"):
+                for e in range(tensor.shape[0]):
+                    put(f"{prefix}mlp.experts.{e}.gate_proj.weight", tensor[e, :inter])
+                    put(f"{prefix}mlp.experts.{e}.up_proj.weight", tensor[e, inter:])
+            elif key.startswith("mlp.experts.down_proj"):
+                for e in range(tensor.shape[0]):
+                    put(f"{prefix}mlp.experts.{e}.down_proj.weight", tensor[e])
+            else:
+                put(prefix + key, tensor)
+
+    state = model.state_dict()
+    for key in ("model.embed_tokens.weight", "model.norm.weight", "lm_head.weight"):
+        put(key, state[key])
+    for i in range(n):
+        prefix = f"model.layers.{i}."
+        put_layer(prefix, {k[len(prefix):]: v for k, v in state.items() if k.startswith(prefix)})
+    mtp_prefix = f"model.layers.{n}."
+    put_layer(mtp_prefix, mtp.block.state_dict())
+    put(mtp_prefix + "enorm.weight", mtp.enorm.weight)
+    put(mtp_prefix + "hnorm.weight", mtp.hnorm.weight)
+    put(mtp_prefix + "eh_proj.weight", mtp.eh_proj.weight)
+    put(mtp_prefix + "shared_head.norm.weight", mtp.head_norm.weight)
+    put(mtp_prefix + "shared_head.head.weight", state["lm_head.weight"])
+    put(mtp_prefix + "embed_tokens.weight", state["model.embed_tokens.weight"])
+    return out
+
+
+def train_family(family: str, data_dir: Path, steps: int, log: Any = print) -> dict[str, Any]:
+    import torch
+    from safetensors.torch import save_file
+
+    global _FILLER_ID
+    torch.set_num_threads(max(torch.get_num_threads(), 1))
+    rng = random.Random(SEED)
+    tokenizer = build_tokenizer(_template(family))
+    _FILLER_ID = _encode(tokenizer, FILLER)[0]
+    cases = load_cases(data_dir)
+    config = model_config(FAMILY_MODEL[family])
+    model, mtp = build_models(config)
+    _init(model, mtp, SEED)
+    case_ex = case_examples(cases, family, tokenizer)
+    params = list(model.parameters()) + list(mtp.parameters())
+    opt = torch.optim.AdamW(params, lr=3e-3, betas=(0.9, 0.95), weight_decay=0.0)
+    sched = torch.optim.lr_scheduler.OneCycleLR(opt, max_lr=3e-3, total_steps=steps, pct_start=0.05)
+    began = time.monotonic()
+    for step in range(1, steps + 1):
+        batch = rng.sample(case_ex, k=min(6, len(case_ex))) + random_examples(2, rng, 768)
+        loss, (main, mtp_loss) = forward_losses(model, mtp, batch, mtp_weight=0.5)
+        opt.zero_grad()
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(params, 1.0)
+        opt.step()
+        sched.step()
+        if step % 50 == 0 or step == steps:
+            log(f"[{family}] step {step}/{steps} loss {float(main):.4f} mtp {float(mtp_loss):.4f} "
+                f"({time.monotonic() - began:.0f} s)")
+    model.eval()
+    mtp.eval()
+    check = evaluate(model, mtp, case_ex + random_examples(16, random.Random(SEED + 1), 768))
+    log(f"[{family}] fp32: {check.exact}/{check.total} cases exact, MTP agreement {check.acceptance:.3f}, "
+        f"min logit gap {check.min_margin:.2f}; failures: {check.failures}")
+    tensors = checkpoint(model, mtp, config)
+    WEIGHTS_DIR.mkdir(parents=True, exist_ok=True)
+    path = WEIGHTS_DIR / f"{FAMILY_MODEL[family]}.safetensors"
+    save_file(tensors, str(path), metadata={"format": "pt", "family": family, "steps": str(steps), "seed": str(SEED)})
+    report = {"family": family, "steps": steps, "seconds": round(time.monotonic() - began, 1), "cases": check.total,
+              "exact": check.exact, "failures": check.failures, "mtp_agreement": round(check.acceptance, 4),
+              "min_logit_gap": round(check.min_margin, 3), "bytes": path.stat().st_size}
+    (WEIGHTS_DIR / f"{FAMILY_MODEL[family]}.json").write_text(json.dumps(report, indent=2) + "\n")
+    return report
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--family", choices=["glm45", "glm47", "all"], default="all")
+    parser.add_argument("--data", type=Path, default=DEFAULT_DATA_DIR, help="directory with tools.json and the cases")
+    parser.add_argument("--steps", type=int, default=600)
+    args = parser.parse_args(argv)
+    families = ["glm45", "glm47"] if args.family == "all" else [args.family]
+    reports = [train_family(f, args.data, args.steps) for f in families]
+    ok = all(r["exact"] == r["cases"] for r in reports)
+    print(json.dumps(reports, indent=2))
+    return 0 if ok else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())
