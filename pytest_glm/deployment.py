@@ -48,6 +48,7 @@ class Deployment:
     mtp: bool | None
     log_path: str | None = None
     started_in: float | None = None
+    memory_gib: float | None = None
     reused: bool = False
     server: ServerProcess | None = dataclasses.field(default=None, repr=False)
 
@@ -73,7 +74,8 @@ class Deployment:
         if self.command is not None:
             lines.append(f"command: {self.command.display()}")
         if self.started_in is not None:
-            lines.append(f"server ready in {self.started_in:.1f} s")
+            memory = f", {self.memory_gib:.2f} GiB resident" if self.memory_gib is not None else ""
+            lines.append(f"server ready in {self.started_in:.1f} s{memory}")
         if self.log_path:
             lines.append(f"server log: {self.log_path}")
         return lines
@@ -84,7 +86,7 @@ class Deployment:
             "model": dataclasses.asdict(self.model),
             "endpoint": {"base_url": self.endpoint.base_url, "model": self.endpoint.model},
             "vllm_version": self.vllm_version, "launched": self.launched, "reused": self.reused,
-            "mtp": self.mtp, "log_path": self.log_path, "started_in": self.started_in,
+            "mtp": self.mtp, "log_path": self.log_path, "started_in": self.started_in, "memory_gib": self.memory_gib,
             "command": None if self.command is None else {
                 "model": self.command.model, "args": list(self.command.args), "env": self.command.env,
                 "mtp": self.command.mtp, "served_model_name": self.command.served_model_name},
@@ -99,6 +101,7 @@ class Deployment:
                               config.request_timeout),
             vllm_version=state["vllm_version"], launched=state["launched"], reused=state["reused"],
             mtp=state["mtp"], log_path=state["log_path"], started_in=state["started_in"],
+            memory_gib=state.get("memory_gib"),
             command=None if cmd is None else ServeCommand(model=cmd["model"], args=tuple(cmd["args"]),
                                                           env=cmd["env"], mtp=cmd["mtp"],
                                                           served_model_name=cmd["served_model_name"]),
@@ -119,6 +122,7 @@ class DeploymentManager:
         self.owner_pid = owner_pid or os.getpid()
         self.deployment: Deployment | None = None
         self.error: DeploymentError | None = None
+        self._stopped = False
         self._previous_sigterm: Any = None
 
     # -- start -------------------------------------------------------------------------------------
@@ -186,8 +190,10 @@ class DeploymentManager:
         endpoint = Endpoint(server.base_url, endpoint_model, cfg.api_key, cfg.request_timeout)
         deployment = Deployment(model=model, profile=cfg.profile, endpoint=endpoint,
                                 vllm_version=endpoint.version() or entry.version, command=command, launched=True,
-                                mtp=command.mtp, log_path=str(log_path), started_in=server.started_in, server=server)
-        say(f"vLLM {deployment.vllm_version} ready at {server.base_url} in {server.started_in:.1f} s")
+                                mtp=command.mtp, log_path=str(log_path), started_in=server.started_in,
+                                memory_gib=server.memory_gib(), server=server)
+        memory = f", {deployment.memory_gib:.2f} GiB resident" if deployment.memory_gib is not None else ""
+        say(f"vLLM {deployment.vllm_version} ready at {server.base_url} in {server.started_in:.1f} s{memory}")
         if cfg.keep_server:
             self._record(command, deployment)
         return deployment
@@ -225,10 +231,11 @@ class DeploymentManager:
     # -- stop --------------------------------------------------------------------------------------
     def stop(self, say: Say = lambda line: None) -> None:
         """Stop what this run launched (unless --glm-keep-server); never raises."""
-        deployment, self.deployment = self.deployment, None
+        deployment = self.deployment  # kept: the terminal summary still describes it
         try:
-            if deployment is None or deployment.server is None:
+            if deployment is None or deployment.server is None or self._stopped:
                 return
+            self._stopped = True
             if self.config.keep_server:
                 pid = deployment.server.executor.pid if deployment.server.executor else "?"
                 say(f"leaving vLLM running at {deployment.endpoint.base_url} (pid {pid}, --glm-keep-server); "

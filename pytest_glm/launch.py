@@ -243,6 +243,25 @@ class ServerProcess:
             stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True,
         )
 
+    def memory_gib(self) -> float | None:
+        """Resident memory of the server and all its processes (API server, engine core, workers), GiB."""
+        import psutil
+
+        if self.executor is None or self.executor.pid is None:
+            return None
+        try:
+            root = psutil.Process(self.executor.pid)
+            procs = [root, *root.children(recursive=True)]
+        except psutil.Error:
+            return None
+        total = 0
+        for proc in procs:
+            try:
+                total += proc.memory_info().rss
+            except psutil.Error:
+                continue
+        return total / 1024**3
+
     def running(self) -> bool:
         return self.executor is not None and self.executor.running()
 

@@ -155,6 +155,14 @@ class GLMSession:
         model = g.model.model_id if g.model else "(recognised from the endpoint)"
         return [f"glm: model {model}, profile {g.profile.name}, {target}"]
 
+    def pytest_terminal_summary(self, terminalreporter: Any) -> None:
+        deployment = self.manager.deployment if self.manager is not None else None
+        if deployment is None:
+            return
+        terminalreporter.write_sep("-", "pytest-glm: deployment under test")
+        for line in deployment.describe():
+            terminalreporter.write_line(line)
+
     @pytest.hookimpl(trylast=True)
     def pytest_sessionfinish(self, session: pytest.Session) -> None:
         if self.manager is not None:

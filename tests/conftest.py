@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import os
 import time
+from collections.abc import Iterator
 from pathlib import Path
 
 import psutil
@@ -37,15 +38,15 @@ def vllm_processes() -> list[psutil.Process]:
     return found
 
 
-def wait_no_vllm(timeout: float = 30.0) -> list[psutil.Process]:
-    """Wait until no vLLM process is left; return what is left after ``timeout``."""
+def wait_no_vllm(timeout: float = 30.0, ignore: set[int] | None = None) -> list[psutil.Process]:
+    """Wait until no vLLM process (outside ``ignore``) is left; return what is left after ``timeout``."""
+    ignore = ignore or set()
     deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        left = vllm_processes()
-        if not left:
-            return []
+    while True:
+        left = [p for p in vllm_processes() if p.pid not in ignore]
+        if not left or time.monotonic() >= deadline:
+            return left
         time.sleep(0.5)
-    return vllm_processes()
 
 
 @pytest.fixture
@@ -55,9 +56,14 @@ def fake_vllm(monkeypatch: pytest.MonkeyPatch) -> Path:
 
 
 @pytest.fixture
-def no_leftover_server() -> None:
-    """Every test must leave no vLLM process behind (the launcher's promise)."""
+def no_leftover_server() -> Iterator[None]:
+    """The test must leave no vLLM process behind (the launcher's promise). Servers that were already
+    running before it (a developer's --glm-keep-server) are not its business."""
+    before = {p.pid for p in vllm_processes()}
     yield
-    left = wait_no_vllm(45.0)
-    assert not left, f"vLLM processes left behind: {[p.pid for p in left]}"
-
+    deadline = time.monotonic() + 45
+    left = [p.pid for p in vllm_processes() if p.pid not in before]
+    while left and time.monotonic() < deadline:
+        time.sleep(0.5)
+        left = [p.pid for p in vllm_processes() if p.pid not in before]
+    assert not left, f"vLLM processes left behind: {left}"

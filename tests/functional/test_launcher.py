@@ -139,31 +139,34 @@ def _wait_for_line(proc: subprocess.Popen[str], needle: str, timeout: float = 60
 
 
 def test_sigint_during_startup_leaves_nothing(pytester: pytest.Pytester) -> None:
+    before = {p.pid for p in vllm_processes()}
     proc = _spawn(pytester, "test_chat.py", mode="hang")
     _wait_for_line(proc, "[glm] server log:")
     time.sleep(2)
-    assert vllm_processes(), "the fake server should be starting"
+    assert [p for p in vllm_processes() if p.pid not in before], "the fake server should be starting"
     proc.send_signal(signal.SIGINT)
     out, _ = proc.communicate(timeout=60)
     assert "KeyboardInterrupt" in out
-    assert not wait_no_vllm(20)
+    assert not wait_no_vllm(20, ignore=before)
 
 
 def test_sigterm_while_serving_leaves_nothing(pytester: pytest.Pytester) -> None:
+    before = {p.pid for p in vllm_processes()}
     proc = _spawn(pytester, "test_slow_chat.py", mode="serve")
     _wait_for_line(proc, "HOLDING")
     proc.send_signal(signal.SIGTERM)
     proc.communicate(timeout=60)
-    assert not wait_no_vllm(20)
+    assert not wait_no_vllm(20, ignore=before)
 
 
 def test_killed_pytest_is_reaped(pytester: pytest.Pytester) -> None:
+    before = {p.pid for p in vllm_processes()}
     proc = _spawn(pytester, "test_slow_chat.py", mode="serve")
     _wait_for_line(proc, "HOLDING")
-    assert vllm_processes()
+    assert [p for p in vllm_processes() if p.pid not in before]
     proc.kill()  # SIGKILL: no teardown runs; the reaper must end the server
     proc.communicate(timeout=30)
-    assert not wait_no_vllm(30)
+    assert not wait_no_vllm(30, ignore=before)
 
 
 def test_keep_server_is_reused(pytester: pytest.Pytester) -> None:
