@@ -1,0 +1,60 @@
+"""Send a case to the deployment, streamed or not, one at a time or many at once, and get Answers back.
+
+Concurrency is bounded by a semaphore (the profile's load concurrency) and every request carries the
+client's timeout; a request that fails becomes an Answer-less error string rather than an exception, so
+that one broken request does not hide the verdicts of the others.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from typing import Any
+
+from pytest_glm.answers import Answer, StreamAssembler, from_response
+from pytest_glm.cases import Case
+
+
+def ask(client: Any, case: Case, model: str, *, stream: bool, **overrides: Any) -> Answer:
+    """One greedy request for ``case`` through a synchronous OpenAI client."""
+    request = case.request(model, **overrides)
+    if not stream:
+        return from_response(client.chat.completions.create(**request))
+    assembler = StreamAssembler()
+    with client.chat.completions.create(**request, stream=True, stream_options={"include_usage": True}) as chunks:
+        for chunk in chunks:
+            assembler.add(chunk)
+    return assembler.answer()
+
+
+async def ask_async(client: Any, case: Case, model: str, *, stream: bool, **overrides: Any) -> Answer:
+    request = case.request(model, **overrides)
+    if not stream:
+        return from_response(await client.chat.completions.create(**request))
+    assembler = StreamAssembler()
+    chunks = await client.chat.completions.create(**request, stream=True, stream_options={"include_usage": True})
+    async for chunk in chunks:
+        assembler.add(chunk)
+    return assembler.answer()
+
+
+def ask_concurrently(endpoint: Any, jobs: list[tuple[Case, bool]], concurrency: int) -> list[Answer | str]:
+    """Send every (case, stream) job with at most ``concurrency`` in flight; results in job order, a failed
+    request as its error text."""
+
+    async def run() -> list[Answer | str]:
+        client = endpoint.async_client()
+        gate = asyncio.Semaphore(max(concurrency, 1))
+
+        async def one(case: Case, stream: bool) -> Answer | str:
+            async with gate:
+                try:
+                    return await ask_async(client, case, endpoint.model, stream=stream)
+                except Exception as exc:  # noqa: BLE001 - reported as this job's result
+                    return f"{type(exc).__name__}: {exc}"
+
+        try:
+            return list(await asyncio.gather(*(one(c, s) for c, s in jobs)))
+        finally:
+            await client.close()
+
+    return asyncio.run(run())

@@ -1,0 +1,102 @@
+"""The trained reference models, served by the real vLLM CPU build with MTP, answer every case exactly
+as trained, and their MTP layer's drafts are accepted (read from /metrics).
+
+This is the reference deployment's own acceptance test: the suites then judge *deployments* of it.
+"""
+
+from __future__ import annotations
+
+import json
+import random
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from pytest_glm.cases import load_cases
+from pytest_glm.config import resolve
+from pytest_glm.deployment import Deployment, DeploymentManager
+from pytest_glm.metrics import SpecDecodeStats, parse
+from pytest_glm.reference.tokenizer import VOCAB_SIZE
+
+pytestmark = [pytest.mark.slow]
+
+vllm = pytest.importorskip("vllm", reason="vLLM is not installed (pip install '.[cpu]')")
+
+CASES = load_cases()
+OPTIONS = {"model": None, "profile": "cpu", "base_url": None, "api_key": None, "served_model_name": None, "tp": None,
+           "dp": None, "mtp": True, "num_speculative_tokens": 1, "max_model_len": None,
+           "max_num_batched_tokens": None, "gpu_memory_utilization": None, "serve_arg": (), "vllm": None,
+           "port": 0, "startup_timeout": None, "request_timeout": 120.0, "keep_server": False, "server_log": None,
+           "cache_dir": None}
+
+
+@pytest.fixture(scope="module", params=["glm-tiny", "glm-tiny-47"])
+def reference(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Deployment]:
+    config = resolve({**OPTIONS, "model": request.param})
+    manager = DeploymentManager(config, tmp_path_factory.mktemp(request.param))
+    deployment = manager.start(print)
+    try:
+        yield deployment
+    finally:
+        manager.stop(print)
+
+
+def _parsed_calls(message) -> list[tuple[str, dict]]:
+    return [(c.function.name, json.loads(c.function.arguments)) for c in message.tool_calls or []]
+
+
+def test_every_case_answers_as_trained(reference: Deployment) -> None:
+    client = reference.endpoint.client()
+    before = parse(reference.endpoint.metrics_text())
+    wrong = []
+    for case in CASES:
+        resp = client.chat.completions.create(**case.request(reference.endpoint.model))
+        msg, choice = resp.choices[0].message, resp.choices[0]
+        reasoning = (getattr(msg, "reasoning", None) or getattr(msg, "reasoning_content", None) or "").strip()
+        got = {"calls": _parsed_calls(msg), "content": (msg.content or "").strip(), "reasoning": reasoning,
+               "finish": choice.finish_reason}
+        want = {"calls": [(c.name, c.arguments) for c in case.tool_calls], "content": case.content,
+                "reasoning": case.reasoning if case.thinking is not False else "",
+                "finish": "tool_calls" if case.tool_calls else "stop"}
+        if case.tool_choice == "none":
+            want["finish"] = "stop"
+        if got != want:
+            wrong.append(f"{case.id}: got {got}, want {want}")
+    stats = SpecDecodeStats.from_delta(parse(reference.endpoint.metrics_text()) - before)
+    print(f"{reference.model.model_id}: {len(CASES) - len(wrong)}/{len(CASES)} cases; MTP {stats.summary()}")
+    assert not wrong, "\n".join(wrong)
+    assert stats.acceptance_rate is not None and stats.acceptance_rate >= 0.95, stats.summary()
+
+
+def test_random_prompts_repeat_the_filler_and_drafts_are_accepted(reference: Deployment) -> None:
+    """What latency workloads send: random token ids as the prompt, ignore_eos, fixed output length."""
+    client = reference.endpoint.client()
+    rng = random.Random(7)
+    before = parse(reference.endpoint.metrics_text())
+    for _ in range(8):
+        prompt = [rng.randrange(VOCAB_SIZE) for _ in range(rng.randint(32, 512))]
+        resp = client.completions.create(model=reference.endpoint.model, prompt=prompt, max_tokens=64, temperature=0,
+                                         extra_body={"ignore_eos": True})
+        assert resp.usage.completion_tokens == 64
+        assert set(resp.choices[0].text) == {"."}, resp.choices[0].text[:80]
+    stats = SpecDecodeStats.from_delta(parse(reference.endpoint.metrics_text()) - before)
+    assert stats.drafts > 0, "MTP is on but no drafts were made"
+    assert stats.acceptance_rate >= 0.95, stats.summary()
+
+
+def test_checkpoint_layout(reference: Deployment) -> None:
+    from safetensors import safe_open
+
+    path = Path(reference.model.source) / "model.safetensors"
+    with safe_open(str(path), "pt") as f:
+        names = set(f.keys())
+    config = json.loads((Path(reference.model.source) / "config.json").read_text())
+    n = config["num_hidden_layers"]
+    for name in ("eh_proj.weight", "enorm.weight", "hnorm.weight", "shared_head.norm.weight",
+                 "mlp.gate.e_score_correction_bias", "mlp.shared_experts.gate_proj.weight",
+                 "mlp.experts.0.gate_proj.weight", "self_attn.q_proj.bias"):
+        assert f"model.layers.{n}.{name}" in names
+    assert "model.layers.0.mlp.gate_proj.weight" in names  # the dense first layer
+    assert config["architectures"] == ["Glm4MoeForCausalLM"] and config["num_nextn_predict_layers"] == 1
+    assert path.stat().st_size <= 20 * 1024 * 1024

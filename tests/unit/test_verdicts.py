@@ -1,0 +1,126 @@
+"""Judging answers against cases, and reassembling streams — pure logic, no server."""
+
+from __future__ import annotations
+
+from types import SimpleNamespace as NS
+
+from pytest_glm.answers import Answer, Call, StreamAssembler, from_response
+from pytest_glm.cases import load_cases
+from pytest_glm.verdicts import judge, same_value, schema_accuracy, stream_differences, trigger_f1
+
+CASES = {c.id: c for c in load_cases()}
+
+
+def answer(calls=(), content="", reasoning="", finish="tool_calls", streamed=False) -> Answer:
+    return Answer(content=content, reasoning=reasoning, finish_reason=finish, streamed=streamed,
+                  calls=[Call(f"call_{i}", n, a) for i, (n, a) in enumerate(calls)])
+
+
+def test_correct_call_passes():
+    v = judge(CASES["single.weather"], answer([("get_weather", '{"city": "paris"}')], reasoning="r"))
+    assert v.ok and v.valid_calls == 1 and v.triggered
+
+
+def test_extra_schema_key_allowed_unknown_key_not():
+    case = CASES["single.weather"]
+    assert judge(case, answer([("get_weather", '{"city": "Paris", "unit": "celsius"}')])).ok
+    v = judge(case, answer([("get_weather", '{"city": "Paris", "country": "FR"}')]))
+    assert any("keys not in the schema: ['country']" in p for p in v.problems)
+
+
+def test_wrong_values_and_types():
+    case = CASES["types.boolean_number_integer"]
+    args = '{"origin": "LHR", "destination": "JFK", "date": "2027-01-15", "passengers": 2, "nonstop": "true", "max_price": 450.5}'
+    v = judge(case, answer([("search_flights", args)]))
+    assert any("arguments break the tool's schema" in p for p in v.problems) and v.valid_calls == 0
+    v = judge(CASES["types.numeric_string"], answer([("lookup_user", '{"user_id": "1"}')]))
+    assert any("user_id='1', expected '001'" in p for p in v.problems)
+    assert not same_value(True, 1) and not same_value("1", 1) and same_value(450.5, 450.50) and same_value(3, 3.0)
+
+
+def test_invalid_json_and_missing_call():
+    v = judge(CASES["single.weather"], answer([("get_weather", '{"city": "Par')]))
+    assert any("not valid JSON" in p for p in v.problems)
+    v = judge(CASES["single.weather"], answer(content="<tool_call>get_weather\n<arg_key>city</arg_key>", finish="stop"))
+    assert "finish_reason 'stop', expected 'tool_calls'" in v.problems
+    assert any("markup leaked past the parser" in p for p in v.problems)
+
+
+def test_no_call_expected():
+    case = CASES["irrelevance.joke"]
+    assert judge(case, answer(content="A joke.", finish="stop")).ok
+    v = judge(case, answer([("get_time", '{"timezone": "UTC"}')]))
+    assert v.triggered and not v.expected_call and not v.ok
+    v = judge(CASES["choice.none"], answer([("set_thermostat", '{"temperature": 1, "mode": "off"}')]))
+    assert any("despite tool_choice='none'" in p for p in v.problems)
+
+
+def test_reasoning_rules():
+    on, off = CASES["reasoning.arithmetic"], CASES["reasoning.off"]
+    assert "thinking is on but no reasoning came back (reasoning parser missing or wrong?)" in judge(
+        on, answer(content="42", finish="stop"), require_reasoning=True).problems
+    assert any("thinking is off but reasoning came back" in p for p in judge(
+        off, answer(content="42", reasoning="hmm", finish="stop")).problems)
+    leaked = judge(on, answer(content="<think>x</think>42", finish="stop"))
+    assert any("'<think>'" in p for p in leaked.problems)
+    swallowed = judge(CASES["single.weather"], answer(reasoning="<tool_call>get_weather", finish="stop"))
+    assert any("swallowed" in p for p in swallowed.problems)
+
+
+def test_ids_unique():
+    case = CASES["parallel.weather"]
+    a = answer([("get_weather", '{"city": "Oslo"}'), ("get_weather", '{"city": "Lisbon"}')])
+    a.calls[1] = Call("call_0", "get_weather", '{"city": "Lisbon"}')
+    assert any("not unique" in p for p in judge(case, a).problems)
+
+
+def test_aggregates():
+    good = judge(CASES["single.weather"], answer([("get_weather", '{"city": "Paris"}')]))
+    missed = judge(CASES["single.weather"], answer(content="sunny", finish="stop"))
+    spurious = judge(CASES["irrelevance.joke"], answer([("get_time", '{"bad": 1}')]))
+    assert schema_accuracy([good, missed, spurious]) == 0.5
+    assert trigger_f1([good, missed, spurious]) == 2 * 1 / (2 * 1 + 1 + 1)
+    assert trigger_f1([]) is None and schema_accuracy([missed]) is None
+
+
+def _chunk(content=None, reasoning=None, tool_calls=None, finish=None, usage=None):
+    delta = NS(content=content, reasoning=reasoning, tool_calls=tool_calls)
+    return NS(choices=[NS(delta=delta, finish_reason=finish)], usage=usage)
+
+
+def _tc(index, id=None, name=None, args=None):
+    return NS(index=index, id=id, function=NS(name=name, arguments=args))
+
+
+def test_stream_reassembly_and_comparison():
+    asm = StreamAssembler()
+    for chunk in [_chunk(reasoning="I will "), _chunk(reasoning="call."),
+                  _chunk(tool_calls=[_tc(0, "call_a", "get_weather", "")]),
+                  _chunk(tool_calls=[_tc(0, args='{"city": ')]), _chunk(tool_calls=[_tc(0, args='"Oslo"}')]),
+                  _chunk(tool_calls=[_tc(1, "call_b", "get_weather", '{"city": "Lisbon"}')]),
+                  _chunk(finish="tool_calls"),
+                  NS(choices=[], usage=NS(completion_tokens=20, completion_tokens_details=NS(reasoning_tokens=4)))]:
+        asm.add(chunk)
+    streamed = asm.answer()
+    assert [c.parsed() for c in streamed.calls] == [{"city": "Oslo"}, {"city": "Lisbon"}]
+    assert streamed.reasoning == "I will call." and streamed.reasoning_tokens == 4
+    assert judge(CASES["parallel.weather"], streamed).ok
+    plain = answer([("get_weather", '{"city":"Oslo"}'), ("get_weather", '{"city": "Lisbon"}')], reasoning="I will call.")
+    assert stream_differences(plain, streamed) == []
+    plain.calls[1] = Call("x", "get_weather", "{}")
+    assert stream_differences(plain, streamed) == ["call 1 (get_weather) arguments '{\"city\": \"Lisbon\"}' streamed vs '{}'"]
+
+
+def test_reasoning_after_content_is_flagged():
+    asm = StreamAssembler()
+    for chunk in [_chunk(content="4"), _chunk(reasoning="late"), _chunk(content="2", finish="stop")]:
+        asm.add(chunk)
+    a = asm.answer()
+    assert a.reasoning_after_content
+    assert "a reasoning delta arrived after content had started" in judge(CASES["reasoning.arithmetic"], a).problems
+
+
+def test_from_response_reads_either_reasoning_name():
+    msg = NS(content="hi", tool_calls=None, reasoning=None, reasoning_content="old name", model_extra={})
+    resp = NS(choices=[NS(message=msg, finish_reason="stop")], usage=None)
+    assert from_response(resp).reasoning == "old name"
