@@ -79,6 +79,11 @@ class Case:
     def expects_call(self) -> bool:
         return bool(self.tool_calls)
 
+    @property
+    def named_tool_choice(self) -> bool:
+        """A specific function was forced; OpenAI's API then ends with finish_reason 'stop'."""
+        return isinstance(self.tool_choice, dict)
+
     def tool_schema(self, name: str) -> dict[str, Any] | None:
         for tool in self.tools:
             if tool["function"]["name"] == name:
@@ -94,7 +99,7 @@ class Case:
         for msg in messages:  # vLLM renamed reasoning_content to reasoning; send both so every version sees it
             if msg.get("role") == "assistant" and isinstance(msg.get("reasoning"), str):
                 msg.setdefault("reasoning_content", msg["reasoning"])
-        kwargs: dict[str, Any] = {"model": model, "messages": messages, "temperature": 0, "max_tokens": 512}
+        kwargs: dict[str, Any] = {"model": model, "messages": messages, "temperature": 0, "max_tokens": 1024}
         if self.tools:
             kwargs["tools"] = copy.deepcopy(list(self.tools))
         if self.tool_choice is not None:

@@ -95,16 +95,19 @@ def _check_call(case: Case, index: int, call: Any, expected: Any, verdict: Verdi
 
 def judge(case: Case, answer: Answer, *, require_reasoning: bool = False) -> Verdict:
     """Every problem of ``answer`` as an answer to ``case``."""
+    # A forced (named) call ends with finish_reason "stop" in OpenAI's API, "tool_calls" in some servers.
+    finishes = ("tool_calls", "stop") if case.named_tool_choice else ("tool_calls",)
+    triggered = answer.finish_reason == "tool_calls" or (case.named_tool_choice and bool(answer.calls))
     verdict = Verdict(case.id, answer.streamed, expected_call=case.expects_call and case.tool_choice != "none",
-                      triggered=answer.finish_reason == "tool_calls", calls=len(answer.calls))
+                      triggered=triggered, calls=len(answer.calls))
     problems = verdict.problems
     for tag in TOOL_MARKUP + THINK_TAGS:
         if tag in answer.content:
             problems.append(f"content contains raw {tag!r}: markup leaked past the parser")
             break
     if verdict.expected_call:
-        if answer.finish_reason != "tool_calls":
-            problems.append(f"finish_reason {answer.finish_reason!r}, expected 'tool_calls'")
+        if answer.finish_reason not in finishes:
+            problems.append(f"finish_reason {answer.finish_reason!r}, expected {' or '.join(map(repr, finishes))}")
         names = [c.name for c in answer.calls]
         want_names = [c.name for c in case.tool_calls]
         if names != want_names:
