@@ -5,6 +5,7 @@ from __future__ import annotations
 
 from typing import Any
 
+import openai
 import pytest
 
 from pytest_glm.answers import Answer
@@ -23,7 +24,11 @@ class AnswerCache:
     def get(self, case: Case, stream: bool) -> Answer:
         key = (case.id, stream)
         if key not in self._answers:
-            self._answers[key] = ask(self._client, case, self.endpoint.model, stream=stream)
+            try:
+                self._answers[key] = ask(self._client, case, self.endpoint.model, stream=stream)
+            except openai.APIStatusError as exc:
+                pytest.fail(f"case {case.id}: the server rejected the request (HTTP {exc.status_code}): "
+                            f"{_error_message(exc)}", pytrace=False)
         return self._answers[key]
 
     def close(self) -> None:
@@ -35,3 +40,14 @@ def glm_answers(glm_endpoint: Any) -> Any:
     cache = AnswerCache(glm_endpoint)
     yield cache
     cache.close()
+
+
+def _error_message(exc: Any) -> str:
+    body = getattr(exc, "body", None)
+    if isinstance(body, dict):
+        inner = body.get("error", body)
+        if isinstance(inner, dict) and inner.get("message"):
+            return str(inner["message"])
+        if body.get("message"):
+            return str(body["message"])
+    return str(exc)

@@ -18,6 +18,7 @@ Weights are written as bf16 safetensors (router tensors fp32) in the checkpoint 
 from __future__ import annotations
 
 import argparse
+import hashlib
 import json
 import random
 import sys
@@ -238,7 +239,7 @@ def checkpoint(model: Any, mtp: Any, config: dict[str, Any]) -> dict[str, Any]:
     return out
 
 
-def train_family(family: str, data_dir: Path, steps: int, log: Any = print) -> dict[str, Any]:
+def train_family(family: str, data_dir: Path, steps: int, out_dir: Path = WEIGHTS_DIR, log: Any = print) -> dict[str, Any]:
     import torch
     from safetensors.torch import save_file
 
@@ -273,13 +274,14 @@ def train_family(family: str, data_dir: Path, steps: int, log: Any = print) -> d
     log(f"[{family}] fp32: {check.exact}/{check.total} cases exact, MTP agreement {check.acceptance:.3f}, "
         f"min logit gap {check.min_margin:.2f}; failures: {check.failures}")
     tensors = checkpoint(model, mtp, config)
-    WEIGHTS_DIR.mkdir(parents=True, exist_ok=True)
-    path = WEIGHTS_DIR / f"{FAMILY_MODEL[family]}.safetensors"
+    out_dir.mkdir(parents=True, exist_ok=True)
+    path = out_dir / f"{FAMILY_MODEL[family]}.safetensors"
     save_file(tensors, str(path), metadata={"format": "pt", "family": family, "steps": str(steps), "seed": str(SEED)})
     report = {"family": family, "steps": steps, "seconds": round(time.monotonic() - began, 1), "cases": check.total,
               "exact": check.exact, "failures": check.failures, "mtp_agreement": round(check.acceptance, 4),
               "min_logit_gap": round(check.min_margin, 3), "bytes": path.stat().st_size}
-    (WEIGHTS_DIR / f"{FAMILY_MODEL[family]}.json").write_text(json.dumps(report, indent=2) + "\n")
+    report["sha256"] = hashlib.sha256(path.read_bytes()).hexdigest()
+    (out_dir / f"{FAMILY_MODEL[family]}.json").write_text(json.dumps(report, indent=2) + "\n")
     return report
 
 
@@ -287,10 +289,11 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--family", choices=["glm45", "glm47", "all"], default="all")
     parser.add_argument("--data", type=Path, default=DEFAULT_DATA_DIR, help="directory with tools.json and the cases")
-    parser.add_argument("--steps", type=int, default=600)
+    parser.add_argument("--steps", type=int, default=800)
+    parser.add_argument("--out", type=Path, default=WEIGHTS_DIR, help="where the weights and report go")
     args = parser.parse_args(argv)
     families = ["glm45", "glm47"] if args.family == "all" else [args.family]
-    reports = [train_family(f, args.data, args.steps) for f in families]
+    reports = [train_family(f, args.data, args.steps, args.out) for f in families]
     ok = all(r["exact"] == r["cases"] for r in reports)
     print(json.dumps(reports, indent=2))
     return 0 if ok else 1
