@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import os
 import shlex
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -18,7 +18,7 @@ import pytest
 from pytest_glm.command import ServeOptions
 from pytest_glm.exceptions import ConfigError
 from pytest_glm.models import DEFAULT_MODEL, ModelSpec, resolve_model
-from pytest_glm.profiles import Profile, check_fit, resolve_profile
+from pytest_glm.profiles import Profile, check_fit, load_thresholds, resolve_profile
 
 API_KEY_ENV = "GLM_API_KEY"
 
@@ -70,6 +70,8 @@ OPTIONS: tuple[Option, ...] = (
     Option("keep_server", "Leave the launched server running after the run and reuse it next time the same "
            "command is asked for (saves the start-up time while iterating).", "flag"),
     Option("server_log", "File for the launched server's log. Default: glm/vllm-server.log in pytest's basetemp."),
+    Option("thresholds", "TOML file overriding the profile's thresholds (tool_schema_accuracy, tool_trigger_f1, "
+           "mtp_acceptance_rate, load_concurrency, batch_sizes)."),
     Option("cache_dir", "Where built reference models and kept-server records live. "
            "Default: $PYTEST_GLM_CACHE or ~/.cache/pytest-glm."),
 )
@@ -181,6 +183,8 @@ def resolve(values: dict[str, Any]) -> GLMConfig:
     else:
         model = None if base_url else resolve_model(DEFAULT_MODEL)
     profile = resolve_profile(values["profile"] or "auto")
+    if values["thresholds"]:
+        profile = replace(profile, thresholds=load_thresholds(Path(values["thresholds"]).expanduser(), profile.thresholds))
     if base_url is None and model is not None:
         check_fit(model, profile)
     elif not base_url.startswith(("http://", "https://")):

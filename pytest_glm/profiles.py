@@ -9,11 +9,13 @@ from __future__ import annotations
 
 import shutil
 import subprocess
-from dataclasses import dataclass, field, replace
+import tomllib
+from dataclasses import dataclass, field, fields, replace
+from pathlib import Path
 from types import MappingProxyType
-from typing import Mapping
+from typing import Any, Mapping
 
-from pytest_glm.exceptions import ModelDoesNotFit, UnknownProfile
+from pytest_glm.exceptions import ConfigError, ModelDoesNotFit, UnknownProfile
 from pytest_glm.models import REFERENCE_MODELS, REGISTRY, ModelSpec
 
 #: Weights need room beside them (KV cache, activations, CUDA graphs): ask for 10% on top.
@@ -166,6 +168,31 @@ def _detected(profile: Profile) -> Profile:
     """A detected machine takes the thresholds of the named profile of the same shape, when there is one."""
     named = PROFILES.get(profile.name)
     return replace(named, memory_gib=profile.memory_gib) if named else profile
+
+
+def load_thresholds(path: Path, base: Thresholds) -> Thresholds:
+    """``base`` with the values of a TOML threshold file (top-level keys, or a ``[thresholds]`` table)."""
+    try:
+        data = tomllib.loads(path.read_text(encoding="utf-8"))
+    except (OSError, tomllib.TOMLDecodeError) as exc:
+        raise ConfigError("--glm-thresholds", f"cannot read {path}: {exc}") from None
+    data = data.get("thresholds", data)
+    known = {f.name: f for f in fields(Thresholds)}
+    updates: dict[str, Any] = {}
+    for key, value in data.items():
+        if key not in known:
+            raise ConfigError("--glm-thresholds", f"{path}: unknown key {key!r}", f"known keys: {', '.join(known)}")
+        default = getattr(base, key)
+        if isinstance(default, tuple):
+            if not isinstance(value, list) or not all(isinstance(v, int) for v in value):
+                raise ConfigError("--glm-thresholds", f"{path}: {key} must be a list of integers, got {value!r}")
+            value = tuple(value)
+        elif isinstance(default, int) and (not isinstance(value, int) or isinstance(value, bool)):
+            raise ConfigError("--glm-thresholds", f"{path}: {key} must be an integer, got {value!r}")
+        elif isinstance(default, float) and (not isinstance(value, (int, float)) or isinstance(value, bool)):
+            raise ConfigError("--glm-thresholds", f"{path}: {key} must be a number, got {value!r}")
+        updates[key] = value
+    return replace(base, **updates)
 
 
 def check_fit(model: ModelSpec, profile: Profile) -> None:

@@ -13,4 +13,5 @@ def test_dump(glm_config):
             "extra_args": list(glm_config.serve.extra_args), "startup_timeout": glm_config.startup_timeout,
             "request_timeout": glm_config.request_timeout, "keep_server": glm_config.keep_server,
             "api_key_set": glm_config.api_key is not None, "repr": repr(glm_config),
+            "trigger_f1": glm_config.profile.thresholds.tool_trigger_f1,
         }, fh)

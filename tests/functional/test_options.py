@@ -48,6 +48,18 @@ def test_ini(pytester: pytest.Pytester) -> None:
     assert data["extra_args"] == ["--max-num-seqs", "8"] and data["keep_server"] is True
 
 
+def test_threshold_file(pytester: pytest.Pytester) -> None:
+    path = pytester.path / "limits.toml"
+    path.write_text("[thresholds]\ntool_trigger_f1 = 0.8\n")
+    result, data = run_dump(pytester, f"--glm-thresholds={path}")
+    result.assert_outcomes(passed=1)
+    assert data["trigger_f1"] == 0.8
+    path.write_text("[thresholds]\nbogus = 1\n")
+    result, _ = run_dump(pytester, f"--glm-thresholds={path}")
+    assert result.ret == pytest.ExitCode.USAGE_ERROR
+    assert "--glm-thresholds: " in result.stderr.str() and "unknown key 'bogus'" in result.stderr.str()
+
+
 def test_cli_beats_ini(pytester: pytest.Pytester) -> None:
     result, data = run_dump(pytester, "--glm-tp=1", "--glm-mtp", ini="glm_tp = 2\nglm_mtp = false")
     result.assert_outcomes(passed=1)

@@ -30,7 +30,7 @@ OPTIONS = {"model": None, "profile": "cpu", "base_url": None, "api_key": None, "
            "dp": None, "mtp": True, "num_speculative_tokens": 1, "max_model_len": None,
            "max_num_batched_tokens": None, "gpu_memory_utilization": None, "serve_arg": (), "vllm": None,
            "port": 0, "startup_timeout": None, "request_timeout": 120.0, "keep_server": False, "server_log": None,
-           "cache_dir": None}
+           "cache_dir": None, "thresholds": None}
 
 
 @pytest.fixture(scope="module", params=["glm-tiny", "glm-tiny-47"])

@@ -129,3 +129,22 @@ def test_fit_refusal_says_what_would_fit() -> None:
     text = str(info.value)
     assert "profiles that fit zai-org/GLM-4.7: h200x8, mi300x8, mi325x8, mi355x8" in text
     assert "models that fit h200x4:" in text and "zai-org/GLM-4.7-FP8" in text
+
+
+def test_threshold_file(tmp_path: Path) -> None:
+    from pytest_glm.profiles import load_thresholds
+
+    base = resolve_profile("cpu").thresholds
+    path = tmp_path / "t.toml"
+    path.write_text("[thresholds]\ntool_trigger_f1 = 0.9\nbatch_sizes = [1, 2]\nload_concurrency = 4\n")
+    t = load_thresholds(path, base)
+    assert (t.tool_trigger_f1, t.batch_sizes, t.load_concurrency) == (0.9, (1, 2), 4)
+    assert t.tool_schema_accuracy == base.tool_schema_accuracy
+    path.write_text("tool_trigger_f2 = 0.9\n")
+    with pytest.raises(ConfigError, match="unknown key 'tool_trigger_f2'"):
+        load_thresholds(path, base)
+    path.write_text("load_concurrency = 'many'\n")
+    with pytest.raises(ConfigError, match="load_concurrency must be an integer"):
+        load_thresholds(path, base)
+    with pytest.raises(ConfigError, match="cannot read"):
+        load_thresholds(tmp_path / "missing.toml", base)
