@@ -198,3 +198,26 @@ def explain(case: Case, answer: Answer, problems: list[str]) -> str:
     if case.tool_calls:
         lines.append("  expected calls: " + "; ".join(f"{c.name}({c.arguments})" for c in case.tool_calls))
     return "\n".join(lines)
+
+
+def changes_under_load(endpoint: Any, cases: list[Case], alone: Any, concurrency: int, *,
+                       require_reasoning: bool = False) -> list[str]:
+    """Replay every case (streamed and not) ``concurrency`` at a time; list each verdict that differs from the
+    one-at-a-time verdict (``alone(case, stream)`` gives that answer). Batching and MTP drafting must not
+    change what the gate concludes."""
+    from pytest_glm.chat import ask_concurrently
+
+    jobs = [(c, s) for c in cases for s in (False, True)]
+    changed = []
+    for (case, stream), result in zip(jobs, ask_concurrently(endpoint, jobs, concurrency)):
+        mode = "stream" if stream else "plain"
+        if isinstance(result, str):
+            changed.append(f"{case.id} ({mode}): request failed under load: {result}")
+            continue
+        before = judge(case, alone(case, stream), require_reasoning=require_reasoning)
+        after = judge(case, result, require_reasoning=require_reasoning)
+        if before.ok != after.ok:
+            changed.append(f"{case.id} ({mode}): {'passes' if before.ok else 'fails'} alone, "
+                           f"{'passes' if after.ok else 'fails'} at concurrency {concurrency}: "
+                           f"{after.problems or before.problems}")
+    return changed

@@ -6,7 +6,7 @@ import pytest
 
 from pytest_glm.cases import load_cases
 from pytest_glm.chat import ask
-from pytest_glm.verdicts import THINK_TAGS, TOOL_MARKUP, explain, judge, stream_differences
+from pytest_glm.verdicts import THINK_TAGS, TOOL_MARKUP, changes_under_load, explain, judge, stream_differences
 
 pytestmark = pytest.mark.reasoning
 
@@ -62,3 +62,10 @@ def test_max_tokens_cut_inside_reasoning(stream, glm_endpoint):
     if not answer.reasoning.strip():
         problems.append("no reasoning came back from a response cut inside the reasoning")
     assert not problems, explain(case, answer, problems)
+
+
+def test_verdicts_hold_under_load(glm_answers, glm_endpoint, glm_deployment):
+    """The reasoning cases batched (and drafted, with MTP) are judged as the one-at-a-time ones were."""
+    concurrency = glm_deployment.profile.thresholds.load_concurrency
+    changed = changes_under_load(glm_endpoint, CASES, glm_answers.get, concurrency, require_reasoning=True)
+    assert not changed, f"{len(changed)} verdict(s) changed under load:\n" + "\n".join(changed)

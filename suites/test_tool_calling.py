@@ -11,8 +11,7 @@ from __future__ import annotations
 import pytest
 
 from pytest_glm.cases import load_cases
-from pytest_glm.chat import ask_concurrently
-from pytest_glm.verdicts import explain, judge, schema_accuracy, stream_differences, trigger_f1
+from pytest_glm.verdicts import changes_under_load, explain, judge, schema_accuracy, stream_differences, trigger_f1
 
 pytestmark = pytest.mark.tool_calling
 
@@ -43,17 +42,5 @@ def test_aggregate_gates(glm_answers, glm_deployment):
 def test_verdicts_hold_under_load(glm_answers, glm_endpoint, glm_deployment):
     """Batched (and, with MTP, drafted) requests must be judged as the one-at-a-time ones were."""
     concurrency = glm_deployment.profile.thresholds.load_concurrency
-    jobs = [(c, s) for c in CASES for s in (False, True)]
-    results = ask_concurrently(glm_endpoint, jobs, concurrency)
-    changed = []
-    for (case, stream), result in zip(jobs, results):
-        alone = judge(case, glm_answers.get(case, stream))
-        if isinstance(result, str):
-            changed.append(f"{case.id} ({'stream' if stream else 'plain'}): request failed under load: {result}")
-            continue
-        loaded = judge(case, result)
-        if loaded.ok != alone.ok:
-            changed.append(f"{case.id} ({'stream' if stream else 'plain'}): {'passes' if alone.ok else 'fails'} alone, "
-                           f"{'passes' if loaded.ok else 'fails'} at concurrency {concurrency}: "
-                           f"{loaded.problems or alone.problems}")
+    changed = changes_under_load(glm_endpoint, CASES, glm_answers.get, concurrency)
     assert not changed, f"{len(changed)} verdict(s) changed under load:\n" + "\n".join(changed)
