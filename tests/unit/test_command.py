@@ -113,7 +113,7 @@ def test_cpu_profile_reference_model() -> None:
     args = list(cmd.args)
     assert "--tensor-parallel-size" not in args
     assert args[args.index("--tool-call-parser") + 1] == "glm45"
-    assert args[args.index("--dtype") + 1] == "bfloat16"
+    assert args[args.index("--dtype") + 1] == "bfloat16" and "--enforce-eager" in args
     assert "--speculative-config.method" in args
     assert "--gpu-memory-utilization" not in args
     assert cmd.env["VLLM_TARGET_DEVICE"] == "cpu"
