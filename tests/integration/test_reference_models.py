@@ -86,6 +86,7 @@ def test_random_prompts_repeat_the_filler_and_drafts_are_accepted(reference: Dep
         assert set(resp.choices[0].model_extra["token_ids"]) == {FILLER_ID}, resp.choices[0].text[-80:]
         assert resp.choices[0].text.endswith("." * 32)
     stats = SpecDecodeStats.from_delta(parse(reference.endpoint.metrics_text()) - before)
+    print(f"{reference.model.model_id} random prompts: MTP {stats.summary()}")
     assert stats.drafts > 0, "MTP is on but no drafts were made"
     assert stats.acceptance_rate >= 0.95, stats.summary()
 
