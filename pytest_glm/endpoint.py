@@ -5,7 +5,6 @@ The API key is kept out of every ``repr``/``str`` so it cannot leak into reports
 
 from __future__ import annotations
 
-import json
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -119,10 +118,6 @@ class Endpoint:
         return openai.AsyncOpenAI(base_url=self.openai_base_url, api_key=self.api_key or "EMPTY",
                                   timeout=kwargs.pop("timeout", self.request_timeout),
                                   max_retries=kwargs.pop("max_retries", 0), **kwargs)
-
-    def to_json(self) -> str:
-        """Serialise for a worker process; the key travels separately (see deployment.py)."""
-        return json.dumps({"base_url": self.base_url, "model": self.model, "request_timeout": self.request_timeout})
 
 
 def probe(base_url: str, api_key: str | None, served_model_name: str | None, request_timeout: float) -> Endpoint:

@@ -176,7 +176,7 @@ class ServerProcess:
         return f"http://{self.host}:{self.port}"
 
     def argv(self) -> list[str]:
-        args = [a for a in self.command.args]
+        args = list(self.command.args)
         if "--port" not in args:
             args += ["--port", str(self.port)]
         return self.entry.argv(self.command.model, tuple(args))

@@ -157,7 +157,7 @@ def stream_differences(plain: Answer, streamed: Answer) -> list[str]:
     if [c.name for c in plain.calls] != [c.name for c in streamed.calls]:
         out.append(f"tool calls {[c.name for c in streamed.calls]} streamed vs {[c.name for c in plain.calls]}")
     else:
-        for i, (a, b) in enumerate(zip(plain.calls, streamed.calls)):
+        for i, (a, b) in enumerate(zip(plain.calls, streamed.calls, strict=True)):
             try:
                 same = a.parsed() == b.parsed()
             except ValueError:
@@ -209,7 +209,7 @@ def changes_under_load(endpoint: Any, cases: list[Case], alone: Any, concurrency
 
     jobs = [(c, s) for c in cases for s in (False, True)]
     changed = []
-    for (case, stream), result in zip(jobs, ask_concurrently(endpoint, jobs, concurrency)):
+    for (case, stream), result in zip(jobs, ask_concurrently(endpoint, jobs, concurrency), strict=True):
         mode = "stream" if stream else "plain"
         if isinstance(result, str):
             changed.append(f"{case.id} ({mode}): request failed under load: {result}")

@@ -73,7 +73,7 @@ def test_chat_template_renders_the_glm_worked_example(glm_endpoint, glm_deployme
     rendered = glm_endpoint.detokenize(tokens)
     expected = next_request_prompt(glm_deployment.model.family, thinking)
     if rendered != expected:
-        at = next((i for i, (a, b) in enumerate(zip(rendered, expected)) if a != b), min(len(rendered), len(expected)))
+        at = next((i for i, (a, b) in enumerate(zip(rendered, expected, strict=False)) if a != b), min(len(rendered), len(expected)))
         pytest.fail(f"the served chat template differs from GLM's {glm_deployment.model.family} format at byte {at}: "
                     f"server {rendered[max(at - 60, 0):at + 60]!r} vs expected {expected[max(at - 60, 0):at + 60]!r}")
 

@@ -40,7 +40,7 @@ def _byte_symbols() -> list[str]:
             printable.append(b)
             codes.append(256 + extra)
             extra += 1
-    table = dict(zip(printable, codes))
+    table = dict(zip(printable, codes, strict=True))
     return [chr(table[b]) for b in range(256)]
 
 

@@ -6,7 +6,9 @@ from pathlib import Path
 
 import pytest
 
-from pytest_glm.glm_format import RENDERED_GLM45 as EXPECTED_45, RENDERED_GLM47 as EXPECTED_47, WEATHER, WORKED, next_request_prompt
+from pytest_glm.glm_format import RENDERED_GLM45 as EXPECTED_45
+from pytest_glm.glm_format import RENDERED_GLM47 as EXPECTED_47
+from pytest_glm.glm_format import WEATHER, WORKED, next_request_prompt
 from pytest_glm.models import family_of_template, render_template
 
 TEMPLATES = Path(__file__).parents[2] / "pytest_glm" / "reference" / "templates"
