@@ -74,11 +74,15 @@ class Deployment:
         if self.command is not None:
             lines.append(f"command: {self.command.display()}")
         if self.started_in is not None:
-            memory = f", {self.memory_gib:.2f} GiB resident" if self.memory_gib is not None else ""
-            lines.append(f"server ready in {self.started_in:.1f} s{memory}")
+            lines.append(f"server ready {self.readiness()}")
         if self.log_path:
             lines.append(f"server log: {self.log_path}")
         return lines
+
+    def readiness(self) -> str:
+        """'in 28.6 s, 3.85 GiB resident': how long the launch took and what it holds."""
+        memory = f", {self.memory_gib:.2f} GiB resident" if self.memory_gib is not None else ""
+        return f"in {self.started_in:.1f} s{memory}"
 
     def to_state(self) -> dict[str, Any]:
         """JSON-able form handed to xdist workers (the API key is not in it: workers read their own)."""
@@ -192,8 +196,7 @@ class DeploymentManager:
                                 vllm_version=endpoint.version() or entry.version, command=command, launched=True,
                                 mtp=command.mtp, log_path=str(log_path), started_in=server.started_in,
                                 memory_gib=server.memory_gib(), server=server)
-        memory = f", {deployment.memory_gib:.2f} GiB resident" if deployment.memory_gib is not None else ""
-        say(f"vLLM {deployment.vllm_version} ready at {server.base_url} in {server.started_in:.1f} s{memory}")
+        say(f"vLLM {deployment.vllm_version} ready at {server.base_url} {deployment.readiness()}")
         if cfg.keep_server:
             self._record(command, deployment)
         return deployment

@@ -3,8 +3,7 @@
 The directory is built once per content hash into the cache and shared by every run and every xdist
 worker (a file lock serialises the build). Nothing is downloaded.
 
-Weights: ``weights/<name>.safetensors`` shipped in this package when present (trained); otherwise a
-seeded random initialisation, enough to exercise loading, parsers and the MTP path, not the answers.
+Weights: the trained ``weights/<name>.safetensors`` shipped in this package (see reference.train).
 """
 
 from __future__ import annotations
@@ -22,7 +21,6 @@ from pytest_glm.models import REFERENCE_MODELS
 from pytest_glm.reference.tokenizer import STOP_TOKENS, VOCAB_SIZE, save_tokenizer, token_ids
 
 BUILD_VERSION = 1
-SEED = 20261128
 
 #: The architecture of the reference models: GLM-4.5's (Glm4MoeForCausalLM) at toy size. One dense layer,
 #: one MoE layer (4 routed experts, top-2, one shared expert) and one MTP layer at index 2.
@@ -79,7 +77,7 @@ def model_config(name: str) -> dict[str, Any]:
 def _fingerprint(name: str) -> str:
     spec = REFERENCE_MODELS[name]
     digest = hashlib.sha256()
-    digest.update(json.dumps([BUILD_VERSION, SEED, model_config(name)], sort_keys=True).encode())
+    digest.update(json.dumps([BUILD_VERSION, model_config(name)], sort_keys=True).encode())
     digest.update(_template(spec.family).encode())
     weights = _shipped_weights(name)
     if weights is not None:
@@ -115,67 +113,7 @@ def _write(name: str, directory: Path) -> None:
         indent=2) + "\n")
     save_tokenizer(directory, _template(spec.family))
     weights = _shipped_weights(name)
-    if weights is not None:
-        shutil.copyfile(weights, directory / "model.safetensors")
-    else:
-        write_random_weights(config, directory / "model.safetensors")
-
-
-def checkpoint_shapes(config: dict[str, Any]) -> dict[str, tuple[int, ...]]:
-    """Every tensor of a Glm4Moe checkpoint with its MTP layer (glm-facts §6.2 layout)."""
-    h, v = config["hidden_size"], config["vocab_size"]
-    nh, nkv, hd = config["num_attention_heads"], config["num_key_value_heads"], config["head_dim"]
-    inter, moe_inter, experts = config["intermediate_size"], config["moe_intermediate_size"], config["n_routed_experts"]
-    shared = moe_inter * config["n_shared_experts"]
-    layers = config["num_hidden_layers"]
-    shapes: dict[str, tuple[int, ...]] = {
-        "model.embed_tokens.weight": (v, h), "model.norm.weight": (h,), "lm_head.weight": (v, h),
-    }
-    for i in range(layers + config["num_nextn_predict_layers"]):
-        p = f"model.layers.{i}."
-        shapes.update({
-            p + "input_layernorm.weight": (h,), p + "post_attention_layernorm.weight": (h,),
-            p + "self_attn.q_proj.weight": (nh * hd, h), p + "self_attn.q_proj.bias": (nh * hd,),
-            p + "self_attn.k_proj.weight": (nkv * hd, h), p + "self_attn.k_proj.bias": (nkv * hd,),
-            p + "self_attn.v_proj.weight": (nkv * hd, h), p + "self_attn.v_proj.bias": (nkv * hd,),
-            p + "self_attn.o_proj.weight": (h, nh * hd),
-        })
-        if config["use_qk_norm"]:
-            shapes.update({p + "self_attn.q_norm.weight": (hd,), p + "self_attn.k_norm.weight": (hd,)})
-        if i < config["first_k_dense_replace"]:
-            shapes.update({p + "mlp.gate_proj.weight": (inter, h), p + "mlp.up_proj.weight": (inter, h),
-                           p + "mlp.down_proj.weight": (h, inter)})
-        else:
-            shapes.update({p + "mlp.gate.weight": (experts, h), p + "mlp.gate.e_score_correction_bias": (experts,),
-                           p + "mlp.shared_experts.gate_proj.weight": (shared, h),
-                           p + "mlp.shared_experts.up_proj.weight": (shared, h),
-                           p + "mlp.shared_experts.down_proj.weight": (h, shared)})
-            for e in range(experts):
-                shapes.update({p + f"mlp.experts.{e}.gate_proj.weight": (moe_inter, h),
-                               p + f"mlp.experts.{e}.up_proj.weight": (moe_inter, h),
-                               p + f"mlp.experts.{e}.down_proj.weight": (h, moe_inter)})
-        if i >= layers:  # the MTP (nextn) layer's own tensors; embed/head copies as GLM-4.5 ships them
-            shapes.update({p + "eh_proj.weight": (h, 2 * h), p + "enorm.weight": (h,), p + "hnorm.weight": (h,),
-                           p + "shared_head.norm.weight": (h,), p + "shared_head.head.weight": (v, h),
-                           p + "embed_tokens.weight": (v, h)})
-    return shapes
-
-
-def write_random_weights(config: dict[str, Any], path: Path) -> None:
-    """Seeded random weights: norms at one, biases and the router correction bias at zero, the rest
-    N(0, initializer_range). Router tensors stay fp32 (vLLM allocates them so), the rest bf16."""
-    import torch
-    from safetensors.torch import save_file
-
-    gen = torch.Generator().manual_seed(SEED)
-    tensors = {}
-    for name, shape in checkpoint_shapes(config).items():
-        if name.endswith("norm.weight"):
-            t = torch.ones(shape)
-        elif name.endswith(("bias",)):
-            t = torch.zeros(shape)
-        else:
-            t = torch.randn(shape, generator=gen) * config["initializer_range"]
-        fp32 = name.endswith(("mlp.gate.weight", "e_score_correction_bias"))
-        tensors[name] = t.to(torch.float32 if fp32 else torch.bfloat16).contiguous()
-    save_file(tensors, str(path), metadata={"format": "pt"})
+    if weights is None:
+        raise FileNotFoundError(f"no trained weights for {name} in pytest_glm/reference/weights/: "
+                                "retrain with `python -m pytest_glm.reference.train`")
+    shutil.copyfile(weights, directory / "model.safetensors")

@@ -65,10 +65,9 @@ def case_examples(cases: list[Case], family: str, tokenizer: Any) -> list[Exampl
     return out
 
 
-def random_examples(n: int, rng: random.Random, max_len: int) -> list[Example]:
+def random_examples(n: int, rng: random.Random, max_len: int, filler: int) -> list[Example]:
     """Random-token prompts over the whole vocabulary (as ``vllm bench serve --dataset-name random`` makes
     them), continued by the filler."""
-    filler = _FILLER_ID
     out = []
     for _ in range(n):
         length = rng.choice([rng.randint(1, 64), rng.randint(64, max_len)])
@@ -77,7 +76,6 @@ def random_examples(n: int, rng: random.Random, max_len: int) -> list[Example]:
     return out
 
 
-_FILLER_ID = -1
 
 
 def build_models(config_dict: dict[str, Any]) -> tuple[Any, Any]:
@@ -243,11 +241,10 @@ def train_family(family: str, data_dir: Path, steps: int, out_dir: Path = WEIGHT
     import torch
     from safetensors.torch import save_file
 
-    global _FILLER_ID
     torch.set_num_threads(max(torch.get_num_threads(), 1))
     rng = random.Random(SEED)
     tokenizer = build_tokenizer(_template(family))
-    _FILLER_ID = _encode(tokenizer, FILLER)[0]
+    filler = _encode(tokenizer, FILLER)[0]
     cases = load_cases(data_dir)
     config = model_config(FAMILY_MODEL[family])
     model, mtp = build_models(config)
@@ -258,7 +255,7 @@ def train_family(family: str, data_dir: Path, steps: int, out_dir: Path = WEIGHT
     sched = torch.optim.lr_scheduler.OneCycleLR(opt, max_lr=3e-3, total_steps=steps, pct_start=0.05)
     began = time.monotonic()
     for step in range(1, steps + 1):
-        batch = rng.sample(case_ex, k=min(6, len(case_ex))) + random_examples(2, rng, 768)
+        batch = rng.sample(case_ex, k=min(6, len(case_ex))) + random_examples(2, rng, 768, filler)
         loss, (main, mtp_loss) = forward_losses(model, mtp, batch, mtp_weight=0.5)
         opt.zero_grad()
         loss.backward()
@@ -270,7 +267,7 @@ def train_family(family: str, data_dir: Path, steps: int, out_dir: Path = WEIGHT
                 f"({time.monotonic() - began:.0f} s)")
     model.eval()
     mtp.eval()
-    check = evaluate(model, mtp, case_ex + random_examples(16, random.Random(SEED + 1), 768))
+    check = evaluate(model, mtp, case_ex + random_examples(16, random.Random(SEED + 1), 768, filler))
     log(f"[{family}] fp32: {check.exact}/{check.total} cases exact, MTP agreement {check.acceptance:.3f}, "
         f"min logit gap {check.min_margin:.2f}; failures: {check.failures}")
     tensors = checkpoint(model, mtp, config)
