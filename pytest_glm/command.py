@@ -138,6 +138,22 @@ def build_serve_command(model: ModelSpec, profile: Profile, opts: ServeOptions) 
     return ServeCommand(model=model.source, args=tuple(args), env=env, mtp=mtp, served_model_name=served)
 
 
+def without_mtp(command: ServeCommand) -> ServeCommand:
+    """The same command with speculative decoding removed (every ``--speculative-config`` form)."""
+    args: list[str] = []
+    skip = False
+    for arg in command.args:
+        if skip:
+            skip = False
+            continue
+        if arg.startswith("--speculative-config") or arg.startswith("--speculative_config"):
+            skip = "=" not in arg
+            continue
+        args.append(arg)
+    return ServeCommand(model=command.model, args=tuple(args), env=dict(command.env), mtp=False,
+                        served_model_name=command.served_model_name)
+
+
 def _parallel_sizes(profile: Profile, opts: ServeOptions) -> tuple[int, int]:
     """TP x DP must use the profile's accelerators; by default all of them go to tensor parallelism."""
     for name, value in (("--glm-tp", opts.tp), ("--glm-dp", opts.dp)):

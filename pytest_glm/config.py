@@ -70,8 +70,13 @@ OPTIONS: tuple[Option, ...] = (
     Option("keep_server", "Leave the launched server running after the run and reuse it next time the same "
            "command is asked for (saves the start-up time while iterating).", "flag"),
     Option("server_log", "File for the launched server's log. Default: glm/vllm-server.log in pytest's basetemp."),
-    Option("thresholds", "TOML file overriding the profile's thresholds (tool_schema_accuracy, tool_trigger_f1, "
-           "mtp_acceptance_rate, load_concurrency, batch_sizes)."),
+    Option("thresholds", "TOML file overriding the profile's thresholds (mtp_acceptance_rate, slo tables, "
+           "workloads, batch_sizes, baseline_tolerance...; see docs/thresholds.md)."),
+    Option("baseline", "A stored run of the slo suite (pytest-benchmark JSON: --benchmark-json=FILE, or a file "
+           "that --benchmark-save wrote); every latency figure worse than it by more than its tolerance "
+           "(default 10 %) fails. The check to run when a new vLLM wheel comes out."),
+    Option("mtp_equivalence", "Also launch the MTP-off twin of the deployment and require identical greedy "
+           "outputs, tool calls included, with and without MTP.", "flag"),
     Option("cache_dir", "Where built reference models and kept-server records live. "
            "Default: $PYTEST_GLM_CACHE or ~/.cache/pytest-glm."),
 )
@@ -93,6 +98,8 @@ class GLMConfig:
     keep_server: bool
     server_log: Path | None
     cache_dir: Path
+    baseline: Path | None = None
+    mtp_equivalence: bool = False
 
     def __repr__(self) -> str:  # the API key never appears
         return (f"GLMConfig(model={self.model.model_id if self.model else None!r}, profile={self.profile.name!r}, "
@@ -195,6 +202,13 @@ def resolve(values: dict[str, Any]) -> GLMConfig:
     port = values["port"] or 0
     if not 0 <= port <= 65535:
         raise ConfigError("--glm-port", f"must be in 0..65535, got {port}")
+    baseline = Path(values["baseline"]).expanduser() if values["baseline"] else None
+    if baseline is not None and not baseline.is_file():
+        raise ConfigError("--glm-baseline", f"{baseline} is not a file",
+                          "record one with: pytest suites/ -m slo --benchmark-json=FILE")
+    if values["mtp_equivalence"] and base_url:
+        raise ConfigError("--glm-mtp-equivalence", "needs a deployment this run launches (it starts the MTP-off "
+                          "twin with the same command)", "drop --glm-base-url, or drop --glm-mtp-equivalence")
     serve = ServeOptions(
         tp=values["tp"], dp=values["dp"], mtp=values["mtp"],
         num_speculative_tokens=values["num_speculative_tokens"] or 1,
@@ -212,4 +226,5 @@ def resolve(values: dict[str, Any]) -> GLMConfig:
         keep_server=bool(values["keep_server"]),
         server_log=Path(values["server_log"]).expanduser() if values["server_log"] else None,
         cache_dir=Path(cache).expanduser(),
+        baseline=baseline, mtp_equivalence=bool(values["mtp_equivalence"]),
     )

@@ -20,7 +20,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from pytest_glm.command import ServeCommand, build_serve_command, resolve_vllm
+from pytest_glm.command import ServeCommand, build_serve_command, resolve_vllm, without_mtp
 from pytest_glm.config import GLMConfig
 from pytest_glm.endpoint import Endpoint, probe
 from pytest_glm.exceptions import DeploymentError
@@ -60,6 +60,22 @@ class Deployment:
         """Raise ServerDied (with the log tail) if the server this run launched has exited."""
         if self.server is not None and not self.server.running():
             raise self.server.died()
+
+    def mtp_expectation(self) -> tuple[bool, str]:
+        """Whether MTP speculative decoding should be running here, and why (for skip and failure messages)."""
+        if self.command is not None:
+            flags = "with" if self.mtp else "without"
+            return bool(self.mtp), f"this run launched the server {flags} --speculative-config"
+        if self.mtp is not None:
+            return self.mtp, f"--glm-{'' if self.mtp else 'no-'}mtp says so"
+        if self.model.mtp_recommended:
+            return True, f"{self.model.model_id}'s published serving command turns MTP on (--glm-no-mtp if not)"
+        return False, f"{self.model.model_id}'s published serving command has no MTP (--glm-mtp to expect it)"
+
+    def num_speculative_tokens(self) -> int | None:
+        """Draft tokens per step, when the serving command says."""
+        value = self.command.flag("--speculative-config.num_speculative_tokens") if self.command else None
+        return int(value) if value and value.isdigit() else None
 
     def describe(self) -> list[str]:
         """Lines for the terminal and reports; never includes the API key."""
@@ -130,14 +146,18 @@ class DeploymentManager:
         self._previous_sigterm: Any = None
 
     # -- start -------------------------------------------------------------------------------------
-    def start(self, say: Say = lambda line: None) -> Deployment:
-        """The deployment, started on first call; a failure is remembered and raised again, not retried."""
+    def start(self, say: Say = lambda line: None, benchmark: bool = False) -> Deployment:
+        """The deployment, started on first call; a failure is remembered and raised again, not retried.
+
+        :param benchmark: the run measures latency: launch with prefix caching off (unless the user set it),
+            so that a repeated prompt cannot make TTFT look better than it is.
+        """
         if self.deployment is not None:
             return self.deployment
         if self.error is not None:
             raise self.error
         try:
-            self.deployment = self._attach() if self.config.base_url else self._launch(say)
+            self.deployment = self._attach() if self.config.base_url else self._launch(say, benchmark)
         except DeploymentError as exc:
             self.error = exc
             raise
@@ -155,7 +175,7 @@ class DeploymentManager:
         return Deployment(model=model, profile=cfg.profile, endpoint=endpoint, vllm_version=endpoint.version(),
                           command=None, launched=False, mtp=cfg.serve.mtp)
 
-    def _launch(self, say: Say) -> Deployment:
+    def _launch(self, say: Say, benchmark: bool = False) -> Deployment:
         cfg = self.config
         assert cfg.model is not None
         entry = resolve_vllm(cfg.vllm)
@@ -166,6 +186,8 @@ class DeploymentManager:
             say(f"building reference model {model.model_id} in {cfg.cache_dir / 'models'}")
             model = with_local_path(model, ensure_reference_model(model.model_id, cfg.cache_dir))
         serve = dataclasses.replace(cfg.serve, port=0)  # the port is added by ServerProcess
+        if benchmark and serve.prefix_caching is None:
+            serve = dataclasses.replace(serve, prefix_caching=False)
         command = build_serve_command(model, cfg.profile, serve)
         endpoint_model = command.served_model_name
 
@@ -206,6 +228,27 @@ class DeploymentManager:
         if self.config.api_key:
             env["VLLM_API_KEY"] = self.config.api_key  # by environment: an argv is visible in `ps`
         return env
+
+    def launch_twin(self, deployment: Deployment, say: Say = lambda line: None) -> Deployment:
+        """The MTP-off twin of a launched deployment: the same command without speculative decoding, on its
+        own port and log. The caller stops it (``deployment.server.stop()``)."""
+        if deployment.command is None:
+            raise DeploymentError("the MTP-off twin needs a deployment this run launched (its command is known)")
+        cfg = self.config
+        entry = resolve_vllm(cfg.vllm)
+        command = without_mtp(deployment.command)
+        log_path = self.log_dir / "vllm-server-mtp-off.log"
+        server = ServerProcess(command, entry, log_path, host=cfg.serve.host, port=free_port(cfg.serve.host),
+                               startup_timeout=cfg.startup_timeout, owner_pid=os.getpid(),
+                               extra_env=self._server_env())
+        say(f"starting the MTP-off twin: {command.display()}")
+        server.start(lambda elapsed, line: say(f"waiting for the MTP-off twin: {elapsed:4.0f} s | {line[:150]}"))
+        endpoint = Endpoint(server.base_url, command.served_model_name, cfg.api_key, cfg.request_timeout)
+        twin = Deployment(model=deployment.model, profile=cfg.profile, endpoint=endpoint,
+                          vllm_version=deployment.vllm_version, command=command, launched=True, mtp=False,
+                          log_path=str(log_path), started_in=server.started_in, server=server)
+        say(f"MTP-off twin ready at {server.base_url} {twin.readiness()}")
+        return twin
 
     # -- kept servers ------------------------------------------------------------------------------
     def _record_path(self, command: ServeCommand) -> Path:

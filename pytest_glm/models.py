@@ -38,6 +38,8 @@ class ModelSpec:
     :param mtp_recommended: whether the published serving command turns MTP on.
     :param served_name: the ``--served-model-name`` of the published serving command.
     :param reference: one of the project's tiny reference models, built locally.
+    :param prompt_vocab: latency prompts draw token ids from ``range(prompt_vocab)``: the ordinary tokens,
+        below the first special token (GLM-4.5..4.7: ``<|endoftext|>`` = 151329; Flash: 154820).
     """
 
     model_id: str
@@ -51,6 +53,7 @@ class ModelSpec:
     served_name: str
     reference: bool = False
     local_path: str | None = None
+    prompt_vocab: int = 151329
 
     @property
     def tool_parser(self) -> str:
@@ -71,11 +74,11 @@ class ModelSpec:
 
 
 def _hub(model_id: str, family: str, ctx: int, weight_gib: float, *, mtp: bool,
-         arch: str = "Glm4MoeForCausalLM") -> ModelSpec:
+         arch: str = "Glm4MoeForCausalLM", prompt_vocab: int = 151329) -> ModelSpec:
     precision = "fp8" if model_id.endswith("-FP8") else "bf16"
     return ModelSpec(model_id=model_id, family=family, architecture=arch, context_length=ctx, mtp_layers=1,
                      weight_gib=weight_gib, precision=precision, mtp_recommended=mtp,
-                     served_name=model_id.split("/", 1)[1].lower())
+                     served_name=model_id.split("/", 1)[1].lower(), prompt_vocab=prompt_vocab)
 
 
 # Weight sizes: total parameters (main model + MTP layer, glm-facts §2.2) x 2 bytes for BF16; the FP8
@@ -92,7 +95,8 @@ REGISTRY: dict[str, ModelSpec] = {
         _hub("zai-org/GLM-4.7", "glm47", 202752, 667.0, mtp=True),
         _hub("zai-org/GLM-4.7-FP8", "glm47", 202752, 337.0, mtp=True),
         # No official FP8 checkpoint of GLM-4.7-Flash is published (zai-org README).
-        _hub("zai-org/GLM-4.7-Flash", "glm47", 202752, 58.0, mtp=True, arch="Glm4MoeLiteForCausalLM"),
+        _hub("zai-org/GLM-4.7-Flash", "glm47", 202752, 58.0, mtp=True, arch="Glm4MoeLiteForCausalLM",
+             prompt_vocab=154820),
     )
 }
 
@@ -100,7 +104,7 @@ REGISTRY: dict[str, ModelSpec] = {
 REFERENCE_MODELS: dict[str, ModelSpec] = {
     name: ModelSpec(model_id=name, family=family, architecture="Glm4MoeForCausalLM", context_length=32768,
                     mtp_layers=1, weight_gib=0.01, precision="bf16", mtp_recommended=True, served_name=name,
-                    reference=True)
+                    reference=True, prompt_vocab=320)  # trained on random prompts over all 320 ids
     for name, family in (("glm-tiny", "glm45"), ("glm-tiny-47", "glm47"))
 }
 
@@ -214,9 +218,20 @@ def spec_from_directory(path: Path) -> ModelSpec:
         context_length=int(config.get("max_position_embeddings", 0)),
         mtp_layers=int(config.get("num_nextn_predict_layers", 0)),
         weight_gib=weights / GIB, precision=precision, mtp_recommended=family == "glm47",
-        served_name=path.resolve().name.lower(), local_path=str(path),
+        served_name=path.resolve().name.lower(), local_path=str(path), prompt_vocab=_prompt_vocab(config),
     )
     return spec
+
+
+def _prompt_vocab(config: dict) -> int:
+    """Ordinary token ids of a checkpoint: those below its lowest stop/pad id when the specials sit at the
+    top of the vocabulary (GLM), else the whole vocabulary (the byte-level reference tokenizer)."""
+    vocab = int(config.get("vocab_size") or 0)
+    eos = config.get("eos_token_id")
+    specials = [i for i in ([*eos] if isinstance(eos, list) else [eos]) + [config.get("pad_token_id")]
+                if isinstance(i, int)]
+    first = min(specials, default=vocab)
+    return first if vocab and first > vocab // 2 else vocab or 151329
 
 
 def with_local_path(spec: ModelSpec, path: Path) -> ModelSpec:

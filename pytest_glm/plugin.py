@@ -19,10 +19,12 @@ from typing import Any
 
 import pytest
 
+from pytest_glm import baseline
 from pytest_glm.config import GLMConfig, add_options, read_options, resolve
 from pytest_glm.deployment import Deployment, DeploymentManager
 from pytest_glm.endpoint import Endpoint
 from pytest_glm.exceptions import ConfigError, DeploymentError
+from pytest_glm.load import LoadRunner
 
 #: Any test that (directly or through another fixture) uses this fixture needs the server.
 SERVER_FIXTURE = "glm_deployment"
@@ -35,8 +37,14 @@ MARKERS = (
     "slo: latency SLOs (pytest-glm suite); never shares the server with other load",
 )
 
+#: Tests with these markers measure the server (latency, /metrics deltas): under xdist they hold it alone.
+EXCLUSIVE_MARKERS = ("slo", "mtp")
+#: The longest a test waits for its turn on the server under xdist (a latency cell on a GPU takes minutes).
+SHARE_TIMEOUT = 3600.0
+
 _STATE_FILE = "deployment.json"
 _NEED_FILE = "need-server"
+_LOCK_FILE = "server-share.lock"
 _manager_key = pytest.StashKey["GLMSession"]()
 
 
@@ -49,9 +57,11 @@ def pytest_configure(config: pytest.Config) -> None:
         config.addinivalue_line("markers", marker)
     try:
         glm_config = resolve(read_options(config))
+        stored = baseline.load(glm_config.baseline) if glm_config.baseline else None
     except ConfigError as exc:
         raise pytest.UsageError(str(exc)) from None
     session = GLMSession(config, glm_config)
+    session.baseline = stored
     config.stash[_manager_key] = session
     config.pluginmanager.register(session, "glm_session")
     if config.pluginmanager.hasplugin("xdist") and (session.is_worker or _xdist_active(config)):
@@ -66,6 +76,12 @@ def needs_server(items: list[pytest.Item]) -> bool:
     return any(SERVER_FIXTURE in getattr(item, "fixturenames", ()) for item in items)
 
 
+def needs_benchmark(items: list[pytest.Item]) -> bool:
+    """Some collected test measures latency (the server is then launched with prefix caching off)."""
+    return any(item.get_closest_marker("slo") is not None and SERVER_FIXTURE in getattr(item, "fixturenames", ())
+               for item in items)
+
+
 class GLMSession:
     """Per-run state: the resolved config, and the manager that owns the server (never on a worker)."""
 
@@ -77,6 +93,9 @@ class GLMSession:
         self._tmp_state_dir: str | None = None
         self.manager: DeploymentManager | None = None
         self.worker_deployment: Deployment | None = None
+        self.baseline: dict[str, baseline.Cell] | None = None
+        self.twin: Deployment | DeploymentError | None = None
+        self.benchmark = False
 
     # -- output ------------------------------------------------------------------------------------
     def say(self, line: str) -> None:
@@ -101,7 +120,7 @@ class GLMSession:
     def start_or_exit(self) -> Deployment:
         """Start the deployment; on failure print why once and stop the whole run."""
         try:
-            return self._manager().start(self.say)
+            return self._manager().start(self.say, benchmark=self.benchmark)
         except (DeploymentError, ConfigError) as exc:
             self._write_state({"error": str(exc)})
             reporter = self.config.pluginmanager.get_plugin("terminalreporter")
@@ -132,6 +151,30 @@ class GLMSession:
             self.worker_deployment = Deployment.from_state(state, self.glm)
         return self.worker_deployment
 
+    def mtp_twin(self) -> Deployment:
+        """The MTP-off twin (--glm-mtp-equivalence), launched on first use by whichever process needs it."""
+        if self.twin is None:
+            try:
+                self.twin = self._manager().launch_twin(self.deployment(), self.say)
+            except DeploymentError as exc:
+                self.twin = exc
+        if isinstance(self.twin, DeploymentError):
+            pytest.fail(f"the MTP-off twin did not start: {self.twin}", pytrace=False)
+        return self.twin
+
+    def _stop_twin(self) -> None:
+        if isinstance(self.twin, Deployment) and self.twin.server is not None:
+            self.twin.server.stop()
+            self.twin.server = None
+
+    def server_share(self) -> Any:
+        """Under xdist, the read/write lock that lets measuring tests hold the server alone (else None)."""
+        if self.state_dir is None:
+            return None
+        from filelock import ReadWriteLock
+
+        return ReadWriteLock(self.state_dir / _LOCK_FILE, timeout=SHARE_TIMEOUT)
+
     def _write_state(self, state: dict[str, Any]) -> None:
         if self.state_dir is None:
             return
@@ -147,6 +190,7 @@ class GLMSession:
         if session.config.option.collectonly or (session.testsfailed and not session.config.option.continue_on_collection_errors):
             return
         if needs_server(session.items):
+            self.benchmark = needs_benchmark(session.items)
             self.start_or_exit()
 
     def pytest_report_header(self, config: pytest.Config) -> list[str]:
@@ -165,10 +209,12 @@ class GLMSession:
 
     @pytest.hookimpl(trylast=True)
     def pytest_sessionfinish(self, session: pytest.Session) -> None:
+        self._stop_twin()
         if self.manager is not None:
             self.manager.stop(self.say)
 
     def pytest_unconfigure(self, config: pytest.Config) -> None:
+        self._stop_twin()
         if self.manager is not None:  # a run that ended before sessionfinish (internal error)
             self.manager.stop()
         if self._tmp_state_dir is not None:
@@ -200,12 +246,17 @@ class XdistCoordinator:
     @pytest.hookimpl(tryfirst=True)
     def pytest_collection_finish(self, session: pytest.Session) -> None:
         if self.session.is_worker and needs_server(session.items) and self.session.state_dir is not None:
-            (self.session.state_dir / _NEED_FILE).touch()
+            need = self.session.state_dir / _NEED_FILE
+            if needs_benchmark(session.items):
+                need.write_text("benchmark")
+            else:
+                need.touch()
 
     def pytest_xdist_node_collection_finished(self, node: Any, ids: list[str]) -> None:
         state_dir = self.session.state_dir
         if state_dir is None or not (state_dir / _NEED_FILE).exists() or (state_dir / _STATE_FILE).exists():
             return
+        self.session.benchmark = (state_dir / _NEED_FILE).read_text() == "benchmark"
         deployment = self.session.start_or_exit()
         self.session._write_state(deployment.to_state())  # noqa: SLF001
 
@@ -213,6 +264,11 @@ class XdistCoordinator:
 # -- fixtures ---------------------------------------------------------------------------------------
 def _session(config: pytest.Config) -> GLMSession:
     return config.stash[_manager_key]
+
+
+def glm_config_of(config: pytest.Config) -> GLMConfig:
+    """The resolved options, for collection-time code (``pytest_generate_tests``) that has no fixtures."""
+    return _session(config).glm
 
 
 @pytest.fixture(scope="session")
@@ -252,3 +308,45 @@ def glm_async_client(glm_deployment: Deployment) -> Any:
     """A fresh ``openai.AsyncOpenAI`` client of the deployment, for one test's event loop."""
     glm_deployment.check_alive()
     return glm_deployment.endpoint.async_client()
+
+
+@pytest.fixture
+def glm_load_runner(glm_deployment: Deployment) -> LoadRunner:
+    """The load runner aimed at the deployment (random-token prompts, streamed, timed per chunk)."""
+    glm_deployment.check_alive()
+    ep = glm_deployment.endpoint
+    return LoadRunner(ep.base_url, ep.model, ep.api_key, read_timeout=ep.request_timeout)
+
+
+@pytest.fixture(scope="session")
+def glm_baseline(pytestconfig: pytest.Config) -> dict[str, baseline.Cell] | None:
+    """The stored run of --glm-baseline, by test name (None without the option)."""
+    return _session(pytestconfig).baseline
+
+
+@pytest.fixture(scope="session")
+def glm_mtp_twin(pytestconfig: pytest.Config, glm_deployment: Deployment) -> Deployment:
+    """The MTP-off twin of the launched deployment (--glm-mtp-equivalence); skips without the option."""
+    session = _session(pytestconfig)
+    if not session.glm.mtp_equivalence:
+        pytest.skip("MTP equivalence runs with --glm-mtp-equivalence (it launches a second, MTP-off server)")
+    return session.mtp_twin()
+
+
+@pytest.fixture(autouse=True)
+def _glm_server_share(request: pytest.FixtureRequest) -> Iterator[None]:
+    """Under xdist, tests that measure the server (slo, mtp) hold it alone; the others share it."""
+    lock = _session(request.config).server_share() if SERVER_FIXTURE in request.fixturenames else None
+    if lock is None:
+        yield
+        return
+    exclusive = any(request.node.get_closest_marker(m) for m in EXCLUSIVE_MARKERS)
+    from filelock import Timeout
+
+    try:
+        hold = lock.write_lock() if exclusive else lock.read_lock()
+        with hold:
+            yield
+    except Timeout:
+        pytest.fail(f"waited {SHARE_TIMEOUT:.0f} s for {'sole' if exclusive else 'shared'} use of the server",
+                    pytrace=False)

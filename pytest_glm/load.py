@@ -1,0 +1,188 @@
+"""The load runner: random-token prompts of exact length, streamed at a fixed concurrency, timed per chunk.
+
+It measures the way ``vllm bench serve`` does, so that its figures can be compared with it: prompts are token
+ids (exact length, no re-tokenisation drift), ``ignore_eos`` makes every request generate exactly
+``output_len`` tokens, each streamed chunk that carries a choice is timestamped on arrival (the first one is
+the TTFT, the gaps between the others are the ITLs), and token counts come from the server's ``usage``.
+
+Transport is aiohttp with one connection per in-flight request and a read timeout on every request; the whole
+run has a deadline too. Figures are computed elsewhere (:mod:`pytest_glm.slo`); this module only records.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import random
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+
+import aiohttp
+
+
+@dataclass(frozen=True)
+class Workload:
+    """One shape of traffic: ``input_len`` prompt tokens, ``output_len`` generated tokens per request."""
+
+    name: str
+    input_len: int
+    output_len: int
+
+    def __str__(self) -> str:
+        return f"{self.name} ({self.input_len} in / {self.output_len} out)"
+
+
+@dataclass
+class RequestRecord:
+    """What one request did. Times are ``time.perf_counter`` seconds; ``chunk_times`` holds the arrival of
+    every chunk that carried a choice, the first one being the first token."""
+
+    start: float = 0.0
+    end: float = 0.0
+    chunk_times: list[float] = field(default_factory=list)
+    prompt_tokens: int = 0
+    output_tokens: int = 0
+    error: str = ""
+
+    @property
+    def ok(self) -> bool:
+        return not self.error and bool(self.chunk_times)
+
+    @property
+    def ttft(self) -> float:
+        return self.chunk_times[0] - self.start
+
+    @property
+    def latency(self) -> float:
+        return self.end - self.start
+
+    @property
+    def itls(self) -> list[float]:
+        t = self.chunk_times
+        return [b - a for a, b in zip(t, t[1:], strict=False)]
+
+    @property
+    def tpot(self) -> float | None:
+        """Time per output token after the first (None for a one-token answer), as vLLM's benchmark defines it."""
+        if self.output_tokens <= 1:
+            return None
+        return (self.latency - self.ttft) / (self.output_tokens - 1)
+
+
+@dataclass
+class LoadResult:
+    """Every request of one run, and the wall time of the run."""
+
+    workload: Workload
+    concurrency: int
+    records: list[RequestRecord]
+    duration: float
+
+    @property
+    def completed(self) -> list[RequestRecord]:
+        return [r for r in self.records if r.ok]
+
+    @property
+    def errors(self) -> list[str]:
+        return [r.error or "no token came back" for r in self.records if not r.ok]
+
+
+def random_prompts(count: int, length: int, vocab: int, seed: int = 0) -> list[list[int]]:
+    """``count`` prompts of exactly ``length`` token ids drawn uniformly from ``range(vocab)``."""
+    rng = random.Random(seed)
+    return [[rng.randrange(vocab) for _ in range(length)] for _ in range(count)]
+
+
+class LoadRunner:
+    """Sends completions requests to one endpoint and records them.
+
+    :param base_url: ``http://host:port`` of the server.
+    :param model: served model name.
+    :param api_key: bearer token or None (sent as a header, never logged).
+    :param read_timeout: seconds a request may wait for its next chunk before it counts as failed.
+    """
+
+    def __init__(self, base_url: str, model: str, api_key: str | None = None, read_timeout: float = 120.0) -> None:
+        self.url = f"{base_url.rstrip('/')}/v1/completions"
+        self.model = model
+        self.headers = {"Authorization": f"Bearer {api_key}"} if api_key else {}
+        self.read_timeout = read_timeout
+
+    def run(self, workload: Workload, prompts: Sequence[list[int]], concurrency: int,
+            deadline: float = 3600.0, extra_body: dict | None = None) -> LoadResult:
+        """Send every prompt with at most ``concurrency`` in flight (all released at once, as
+        ``--request-rate inf --max-concurrency N`` does); give up after ``deadline`` seconds."""
+        return asyncio.run(self.run_async(workload, prompts, concurrency, deadline, extra_body))
+
+    async def run_async(self, workload: Workload, prompts: Sequence[list[int]], concurrency: int,
+                        deadline: float = 3600.0, extra_body: dict | None = None) -> LoadResult:
+        records = [RequestRecord() for _ in prompts]
+        gate = asyncio.Semaphore(max(concurrency, 1))
+        timeout = aiohttp.ClientTimeout(total=None, sock_connect=30, sock_read=self.read_timeout)
+        connector = aiohttp.TCPConnector(limit=0, force_close=False)
+        async with aiohttp.ClientSession(timeout=timeout, connector=connector, headers=self.headers) as session:
+
+            async def one(prompt: list[int], record: RequestRecord) -> None:
+                async with gate:
+                    await self._request(session, prompt, workload.output_len, record, extra_body)
+
+            began = time.perf_counter()
+            tasks = [asyncio.ensure_future(one(p, r)) for p, r in zip(prompts, records, strict=True)]
+            _, pending = await asyncio.wait(tasks, timeout=deadline)
+            for task in pending:
+                task.cancel()
+            await asyncio.gather(*pending, return_exceptions=True)
+            duration = time.perf_counter() - began
+        for record in records:
+            if not record.end and not record.error:
+                record.error = f"not finished within the run's deadline of {deadline:.0f} s"
+        return LoadResult(workload, concurrency, records, duration)
+
+    async def _request(self, session: aiohttp.ClientSession, prompt: list[int], output_len: int,
+                       record: RequestRecord, extra_body: dict | None) -> None:
+        payload = {
+            "model": self.model, "prompt": prompt, "max_tokens": output_len, "temperature": 0.0,
+            "ignore_eos": True, "stream": True, "stream_options": {"include_usage": True}, **(extra_body or {}),
+        }
+        record.prompt_tokens = len(prompt)
+        record.start = time.perf_counter()
+        times = record.chunk_times
+        try:
+            async with session.post(self.url, json=payload) as resp:
+                if resp.status != 200:
+                    body = (await resp.text())[:300]
+                    record.error = f"HTTP {resp.status}: {body}"
+                    return
+                buffer = b""
+                async for data in resp.content.iter_any():
+                    now = time.perf_counter()
+                    buffer += data
+                    *events, buffer = buffer.split(b"\n\n")
+                    for event in events:
+                        self._event(event, now, record, times)
+                if buffer.strip():
+                    self._event(buffer, time.perf_counter(), record, times)
+        except (aiohttp.ClientError, asyncio.TimeoutError) as exc:
+            record.error = f"{type(exc).__name__}: {exc}" if str(exc) else type(exc).__name__
+        finally:
+            record.end = time.perf_counter()
+
+    @staticmethod
+    def _event(event: bytes, now: float, record: RequestRecord, times: list[float]) -> None:
+        event = event.strip()
+        if not event.startswith(b"data:"):
+            return  # blank keep-alive or an SSE comment
+        payload = event[5:].strip()
+        if payload == b"[DONE]":
+            return
+        data = json.loads(payload)
+        if data.get("choices"):
+            times.append(now)
+        usage = data.get("usage")
+        if usage:
+            record.output_tokens = int(usage.get("completion_tokens") or 0)
+            record.prompt_tokens = int(usage.get("prompt_tokens") or record.prompt_tokens)
+        if "error" in data and not data.get("choices"):
+            record.error = str(data["error"].get("message", data["error"]) if isinstance(data["error"], dict)
+                                else data["error"])[:300]
