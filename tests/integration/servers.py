@@ -1,0 +1,68 @@
+"""Serving glm-tiny wrongly on purpose, for the broken-deployment tests: the correct command with edits."""
+
+from __future__ import annotations
+
+import contextlib
+import os
+from collections.abc import Callable, Iterator
+from pathlib import Path
+
+import pytest
+
+from pytest_glm.command import ServeOptions, build_serve_command, resolve_vllm
+from pytest_glm.launch import ServerProcess, free_port
+from pytest_glm.models import resolve_model, with_local_path
+from pytest_glm.profiles import resolve_profile
+from pytest_glm.reference import ensure_reference_model
+
+SUITES = Path(__file__).parents[2] / "suites"
+TEMPLATES = Path(__file__).parents[2] / "pytest_glm" / "reference" / "templates"
+Edit = Callable[[list[str]], list[str]]
+
+
+def reference_model_dir() -> Path:
+    cache = Path(os.environ.get("PYTEST_GLM_CACHE", Path.home() / ".cache" / "pytest-glm"))
+    return ensure_reference_model("glm-tiny", cache)
+
+
+def drop(flag: str, takes_value: bool = True) -> Edit:
+    def edit(args: list[str]) -> list[str]:
+        i = args.index(flag)
+        return args[:i] + args[i + 1 + takes_value:]
+    return edit
+
+
+def replace(flag: str, value: str) -> Edit:
+    def edit(args: list[str]) -> list[str]:
+        args = list(args)
+        args[args.index(flag) + 1] = value
+        return args
+    return edit
+
+
+@contextlib.contextmanager
+def broken_server(tmp_path: Path, *edits: Edit, extra: tuple[str, ...] = (), model_dir: Path | None = None) -> Iterator[str]:
+    """glm-tiny served with the edits applied to the correct command; yields the base URL."""
+    spec = with_local_path(resolve_model("glm-tiny"), reference_model_dir())
+    command = build_serve_command(spec, resolve_profile("cpu"), ServeOptions())
+    args = list(command.args)
+    for edit in edits:
+        args = edit(args)
+    command = type(command)(model=str(model_dir or command.model), args=(*args, *extra), env=command.env, mtp=command.mtp,
+                            served_model_name=command.served_model_name)
+    server = ServerProcess(command, resolve_vllm(None), tmp_path / "broken.log", host="127.0.0.1", port=free_port(),
+                           startup_timeout=600)
+    server.start()
+    try:
+        yield server.base_url
+    finally:
+        server.stop()
+
+
+def gate(pytester: pytest.Pytester, url: str, *args: str, expect: int = pytest.ExitCode.TESTS_FAILED) -> str:
+    """Run the shipped suites against ``url``; the run must end with ``expect`` (by default: tests failed)."""
+    result = pytester.runpytest_subprocess(f"--glm-base-url={url}", "--glm-model=glm-tiny", "-p", "no:cacheprovider",
+                                           *args, timeout=600)
+    out = result.stdout.str()
+    assert result.ret == expect, out[-3000:]
+    return out
