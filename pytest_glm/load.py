@@ -130,13 +130,12 @@ class LoadRunner:
             began = time.perf_counter()
             tasks = [asyncio.ensure_future(one(p, r)) for p, r in zip(prompts, records, strict=True)]
             _, pending = await asyncio.wait(tasks, timeout=deadline)
-            for task in pending:
-                task.cancel()
+            for task, record in zip(tasks, records, strict=True):
+                if task in pending:
+                    task.cancel()
+                    record.error = f"not finished within the run's deadline of {deadline:.0f} s"
             await asyncio.gather(*pending, return_exceptions=True)
             duration = time.perf_counter() - began
-        for record in records:
-            if not record.end and not record.error:
-                record.error = f"not finished within the run's deadline of {deadline:.0f} s"
         return LoadResult(workload, concurrency, records, duration)
 
     async def _request(self, session: aiohttp.ClientSession, prompt: list[int], output_len: int,

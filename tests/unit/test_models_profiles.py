@@ -148,3 +148,53 @@ def test_threshold_file(tmp_path: Path) -> None:
         load_thresholds(path, base)
     with pytest.raises(ConfigError, match="cannot read"):
         load_thresholds(tmp_path / "missing.toml", base)
+
+
+def test_threshold_file_slo_tables(tmp_path: Path) -> None:
+    from pytest_glm.profiles import load_thresholds
+
+    base = resolve_profile("cpu").thresholds
+    path = tmp_path / "t.toml"
+    path.write_text("mtp_position_acceptance = [0.9, 0.6, 0.4]\n[slo.default]\np99_itl_ms = 100\n[slo.balanced]\np99_ttft_ms = 500\n[slo.balanced.8]\n"
+                    "median_ttft_ms = 50\noutput_throughput = 1000\n[workloads]\nlong_prompt = [4000, 10]\n"
+                    "[baseline_tolerance]\np99_itl_ms = 0.25\n[goodput_slo_ms]\nttft = 900\n")
+    t = load_thresholds(path, base)
+    at8, at4 = t.slo_limits("balanced", 8), t.slo_limits("balanced", 4)
+    assert (at8["median_ttft_ms"], at8["p99_ttft_ms"], at8["p99_itl_ms"], at8["output_throughput"]) == (50, 500, 100, 1000)
+    assert at4["median_ttft_ms"] == base.slo_limits("balanced", 4)["median_ttft_ms"]  # the profile's stays
+    assert t.slo_limits("decode_heavy", 1)["p99_itl_ms"] == 100
+    assert t.workloads["long_prompt"] == (4000, 10) and t.workloads["balanced"] == base.workloads["balanced"]
+    assert t.baseline_tolerance == {"default": 0.10, "p99_itl_ms": 0.25}
+    assert t.goodput_slo_ms["ttft"] == 900 and t.goodput_slo_ms["tpot"] == base.goodput_slo_ms["tpot"]
+    assert [t.position_minimum(p) for p in range(5)] == [0.9, 0.6, 0.4, 0.4, 0.4]
+
+
+@pytest.mark.parametrize("text, message", [
+    ("[slo.balanced]\np99_tft_ms = 1\n", "[slo.balanced] unknown figure 'p99_tft_ms'"),
+    ("[slo.balanced]\np99_ttft_ms = 'fast'\n", "slo.balanced.p99_ttft_ms must be a number"),
+    ("[slo.balanced.eight]\np99_ttft_ms = 1\n", "slo.balanced.eight must be a batch size"),
+    ("[workloads]\nx = [10]\n", "workloads.x must be [prompt_tokens, output_tokens]"),
+    ("[goodput_slo_ms]\nitl = 5\n", "goodput_slo_ms must be keyed by ttft, tpot, e2el"),
+    ("mtp_position_acceptance = []\n", "mtp_position_acceptance must be a non-empty list of numbers"),
+])
+def test_threshold_file_errors_name_the_key(tmp_path: Path, text: str, message: str) -> None:
+    from pytest_glm.profiles import load_thresholds
+
+    path = tmp_path / "t.toml"
+    path.write_text(text)
+    with pytest.raises(ConfigError) as err:
+        load_thresholds(path, resolve_profile("cpu").thresholds)
+    assert message in str(err.value) and "--glm-thresholds" in str(err.value)
+
+
+def test_prompt_vocab_of_checkpoints(tmp_path: Path) -> None:
+    from pytest_glm.models import REFERENCE_MODELS
+
+    assert resolve_model("zai-org/GLM-4.7-FP8").prompt_vocab == 151329  # <|endoftext|>, the first special id
+    assert resolve_model("zai-org/GLM-4.7-Flash").prompt_vocab == 154820
+    assert REFERENCE_MODELS["glm-tiny"].prompt_vocab == 320  # trained on random ids over the whole vocabulary
+    d = _model_dir(tmp_path, "glm45")
+    config = json.loads((d / "config.json").read_text())
+    config.update(vocab_size=151552, eos_token_id=[151329, 151336, 151338], pad_token_id=151329)
+    (d / "config.json").write_text(json.dumps(config))
+    assert spec_from_directory(d).prompt_vocab == 151329

@@ -1,0 +1,47 @@
+"""The load runner against a local streaming stub: what it records, and how it treats failures."""
+
+from __future__ import annotations
+
+import pytest
+
+from pytest_glm.load import LoadRunner, Workload, random_prompts
+from pytest_glm.slo import figures
+from tests.helpers.stream_stub import StubInThread
+
+
+def test_records_every_chunk_and_the_servers_token_counts() -> None:
+    with StubInThread(delay=0.002) as url:
+        result = LoadRunner(url, "stub").run(Workload("w", 32, 20), random_prompts(6, 32, 100), concurrency=3)
+    assert result.errors == []
+    for record in result.records:
+        assert (record.prompt_tokens, record.output_tokens) == (32, 20)
+        assert len(record.chunk_times) == 20
+        assert len(record.itls) == 19 and min(record.itls) >= 0.0015
+        assert record.ttft <= record.latency
+        assert record.tpot == pytest.approx((record.latency - record.ttft) / 19)
+    f = figures(result)
+    assert f["completed"] == 6 and f["total_output_tokens"] == 120
+    assert 1.5 <= f["median_itl_ms"] <= 50
+
+
+def test_concurrency_is_bounded() -> None:
+    with StubInThread(delay=0.01) as url:
+        result = LoadRunner(url, "stub").run(Workload("w", 4, 10), random_prompts(4, 4, 100), concurrency=2)
+    spans = sorted((r.start, r.end) for r in result.records)
+    in_flight = max(sum(s <= start < e for s, e in spans) for start, _ in spans)
+    assert in_flight == 2
+
+
+def test_failed_requests_are_recorded_not_raised() -> None:
+    with StubInThread(fail_every=2) as url:
+        result = LoadRunner(url, "stub").run(Workload("w", 4, 5), random_prompts(4, 4, 100), concurrency=1)
+    assert len(result.completed) == 2
+    assert result.errors == ['HTTP 500: {"error": {"message": "stub failure"}}'] * 2
+
+
+def test_unreachable_server_and_deadline() -> None:
+    result = LoadRunner("http://127.0.0.1:9", "stub", read_timeout=2).run(Workload("w", 4, 5), [[1, 2, 3, 4]], 1)
+    assert result.errors and "ClientConnectorError" in result.errors[0]
+    with StubInThread(delay=0.5) as url:
+        result = LoadRunner(url, "stub").run(Workload("w", 4, 50), [[1]], 1, deadline=1.0)
+    assert result.errors == ["not finished within the run's deadline of 1 s"]
