@@ -181,3 +181,40 @@ def test_keep_server_is_reused(pytester: pytest.Pytester) -> None:
     finally:
         record = next((cache / "servers").glob("*.json"))
         os.killpg(json.loads(record.read_text())["pid"], signal.SIGTERM)
+
+
+def test_xdist_measuring_tests_hold_the_server_alone(pytester: pytest.Pytester) -> None:
+    """Under xdist, slo/mtp tests never overlap any other test that uses the server; the others overlap freely."""
+    log = pytester.path / "spans.jsonl"
+    pytester._monkeypatch.setenv("SPANS", str(log))
+    pytester.makepyfile(test_spans='''
+import json, os, time, pytest
+
+def span(name, glm_deployment, seconds):
+    began = time.monotonic()
+    time.sleep(seconds)
+    with open(os.environ["SPANS"], "a") as fh:
+        fh.write(json.dumps({"name": name, "begin": began, "end": time.monotonic()}) + "\\n")
+
+@pytest.mark.slo
+def test_latency(glm_deployment):
+    span("slo", glm_deployment, 1.0)
+
+@pytest.mark.mtp
+def test_acceptance(glm_deployment):
+    span("mtp", glm_deployment, 1.0)
+
+@pytest.mark.parametrize("i", range(6))
+def test_shared(i, glm_deployment):
+    span(f"shared{i}", glm_deployment, 0.4)
+''')
+    result = pytester.runpytest_subprocess(f"--glm-vllm={FAKE_VLLM}", "-p", "no:cacheprovider", "-n", "2", timeout=120)
+    result.assert_outcomes(passed=8)
+    spans = [json.loads(line) for line in log.read_text().splitlines()]
+    alone = [s for s in spans if s["name"] in ("slo", "mtp")]
+    assert len(alone) == 2
+    for a in alone:
+        overlapping = [s["name"] for s in spans if s is not a and s["begin"] < a["end"] and a["begin"] < s["end"]]
+        assert not overlapping, f"{a['name']} overlapped {overlapping}"
+    shared = [s for s in spans if s["name"].startswith("shared")]
+    assert any(s is not t and s["begin"] < t["end"] and t["begin"] < s["end"] for s in shared for t in shared)
