@@ -64,9 +64,10 @@ class ServeCommand:
         return entry.argv(self.model, self.args)
 
     def display(self) -> str:
-        """The command as a user would type it on a GPU box (environment first)."""
+        """The command as a user would type it on a GPU box (environment first); an ``--api-key`` passed
+        through --glm-serve-arg is shown as ``***``."""
         env = " ".join(f"{k}={shlex.quote(v)}" for k, v in sorted(self.env.items()))
-        cmd = shlex.join(["vllm", "serve", self.model, *self.args])
+        cmd = shlex.join(["vllm", "serve", self.model, *redact(self.args)])
         return f"{env} {cmd}" if env else cmd
 
     def flag(self, name: str) -> str | None:
@@ -77,6 +78,25 @@ class ServeCommand:
             if arg.startswith(name + "="):
                 return arg.split("=", 1)[1]
         return None
+
+
+SECRET_FLAGS = ("--api-key",)
+
+
+def redact(args: tuple[str, ...] | list[str]) -> list[str]:
+    """``args`` with the values of secret flags replaced by ``***``."""
+    out: list[str] = []
+    hide_next = False
+    for arg in args:
+        if hide_next:
+            out.append("***")
+            hide_next = False
+        elif any(arg.startswith(flag + "=") for flag in SECRET_FLAGS):
+            out.append(arg.split("=", 1)[0] + "=***")
+        else:
+            out.append(arg)
+            hide_next = arg in SECRET_FLAGS
+    return out
 
 
 def build_serve_command(model: ModelSpec, profile: Profile, opts: ServeOptions) -> ServeCommand:

@@ -75,6 +75,10 @@ OPTIONS: tuple[Option, ...] = (
     Option("baseline", "A stored run of the slo suite (pytest-benchmark JSON: --benchmark-json=FILE, or a file "
            "that --benchmark-save wrote); every latency figure worse than it by more than its tolerance "
            "(default 10 %) fails. The check to run when a new vLLM wheel comes out."),
+    Option("report", "Write the JSON report here: verdict, deployment, and per suite every figure with its "
+           "threshold and every test's outcome (format: docs/report.md)."),
+    Option("plots", "Write PNG plots here: TTFT/ITL distributions per workload and batch size, MTP acceptance "
+           "per draft position (needs the plots extra: pip install 'pytest-glm[plots]')."),
     Option("mtp_equivalence", "Also launch the MTP-off twin of the deployment and require identical greedy "
            "outputs, tool calls included, with and without MTP.", "flag"),
     Option("cache_dir", "Where built reference models and kept-server records live. "
@@ -100,6 +104,8 @@ class GLMConfig:
     cache_dir: Path
     baseline: Path | None = None
     mtp_equivalence: bool = False
+    report: Path | None = None
+    plots: Path | None = None
 
     def __repr__(self) -> str:  # the API key never appears
         return (f"GLMConfig(model={self.model.model_id if self.model else None!r}, profile={self.profile.name!r}, "
@@ -209,6 +215,13 @@ def resolve(values: dict[str, Any]) -> GLMConfig:
     if values["mtp_equivalence"] and base_url:
         raise ConfigError("--glm-mtp-equivalence", "needs a deployment this run launches (it starts the MTP-off "
                           "twin with the same command)", "drop --glm-base-url, or drop --glm-mtp-equivalence")
+    plots = Path(values["plots"]).expanduser() if values["plots"] else None
+    if plots is not None:
+        try:
+            import matplotlib  # noqa: F401
+        except ImportError:
+            raise ConfigError("--glm-plots", "matplotlib is not installed",
+                              "pip install 'pytest-glm[plots]' (or drop --glm-plots)") from None
     serve = ServeOptions(
         tp=values["tp"], dp=values["dp"], mtp=values["mtp"],
         num_speculative_tokens=values["num_speculative_tokens"] or 1,
@@ -227,4 +240,5 @@ def resolve(values: dict[str, Any]) -> GLMConfig:
         server_log=Path(values["server_log"]).expanduser() if values["server_log"] else None,
         cache_dir=Path(cache).expanduser(),
         baseline=baseline, mtp_equivalence=bool(values["mtp_equivalence"]),
+        report=Path(values["report"]).expanduser() if values["report"] else None, plots=plots,
     )

@@ -20,11 +20,11 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from pytest_glm.command import ServeCommand, build_serve_command, resolve_vllm, without_mtp
+from pytest_glm.command import ServeCommand, build_serve_command, redact, resolve_vllm, without_mtp
 from pytest_glm.config import GLMConfig
 from pytest_glm.endpoint import Endpoint, probe
-from pytest_glm.exceptions import DeploymentError
-from pytest_glm.launch import ServerProcess, free_port
+from pytest_glm.exceptions import DeploymentError, ServerDied
+from pytest_glm.launch import ServerProcess, free_port, tail
 from pytest_glm.models import ModelSpec, guess_model, with_local_path
 from pytest_glm.profiles import Profile
 
@@ -51,15 +51,20 @@ class Deployment:
     memory_gib: float | None = None
     reused: bool = False
     server: ServerProcess | None = dataclasses.field(default=None, repr=False)
+    server_pid: int | None = None  # on an xdist worker: the server the controller launched
+
+    def check_alive(self) -> None:
+        """Raise ServerDied (with the log tail) if the server this run launched has exited."""
+        if self.server is not None:
+            if not self.server.running():
+                raise self.server.died()
+        elif self.server_pid is not None and not _pid_alive(self.server_pid):
+            raise ServerDied("vLLM server died (found by an xdist worker)", "",
+                             tail(self.log_path) if self.log_path else "", self.log_path)
 
     @property
     def flags(self) -> tuple[str, ...]:
         return self.command.args if self.command else ()
-
-    def check_alive(self) -> None:
-        """Raise ServerDied (with the log tail) if the server this run launched has exited."""
-        if self.server is not None and not self.server.running():
-            raise self.server.died()
 
     def mtp_expectation(self) -> tuple[bool, str]:
         """Whether MTP speculative decoding should be running here, and why (for skip and failure messages)."""
@@ -95,6 +100,21 @@ class Deployment:
             lines.append(f"server log: {self.log_path}")
         return lines
 
+    def to_report(self) -> dict[str, Any]:
+        """The deployment as the JSON report states it (no API key: flags are redacted)."""
+        p = self.profile
+        return {
+            "model": self.model.model_id, "family": self.model.family, "precision": self.model.precision,
+            "profile": p.name, "hardware": {"description": p.description, "accelerator": p.accelerator,
+                                            "device": p.device, "count": p.count,
+                                            "memory_gib_each": round(p.memory_gib, 1)},
+            "endpoint": self.endpoint.base_url, "served_model": self.endpoint.model,
+            "how": "launched" if self.launched else ("reused" if self.reused else "existing endpoint"),
+            "vllm_version": self.vllm_version, "mtp": self.mtp,
+            "command": self.command.display() if self.command else None,
+            "serve_flags": redact(self.flags), "started_in_s": self.started_in, "memory_gib": self.memory_gib,
+        }
+
     def readiness(self) -> str:
         """'in 28.6 s, 3.85 GiB resident': how long the launch took and what it holds."""
         memory = f", {self.memory_gib:.2f} GiB resident" if self.memory_gib is not None else ""
@@ -107,6 +127,7 @@ class Deployment:
             "endpoint": {"base_url": self.endpoint.base_url, "model": self.endpoint.model},
             "vllm_version": self.vllm_version, "launched": self.launched, "reused": self.reused,
             "mtp": self.mtp, "log_path": self.log_path, "started_in": self.started_in, "memory_gib": self.memory_gib,
+            "server_pid": self.server.executor.pid if self.server and self.server.executor else None,
             "command": None if self.command is None else {
                 "model": self.command.model, "args": list(self.command.args), "env": self.command.env,
                 "mtp": self.command.mtp, "served_model_name": self.command.served_model_name},
@@ -121,7 +142,7 @@ class Deployment:
                               config.request_timeout),
             vllm_version=state["vllm_version"], launched=state["launched"], reused=state["reused"],
             mtp=state["mtp"], log_path=state["log_path"], started_in=state["started_in"],
-            memory_gib=state.get("memory_gib"),
+            memory_gib=state.get("memory_gib"), server_pid=state.get("server_pid"),
             command=None if cmd is None else ServeCommand(model=cmd["model"], args=tuple(cmd["args"]),
                                                           env=cmd["env"], mtp=cmd["mtp"],
                                                           served_model_name=cmd["served_model_name"]),
@@ -304,6 +325,21 @@ class DeploymentManager:
             with contextlib.suppress(ValueError):
                 signal.signal(signal.SIGTERM, self._previous_sigterm)
             self._previous_sigterm = None
+
+
+def _pid_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    import psutil
+
+    try:
+        return psutil.Process(pid).status() != psutil.STATUS_ZOMBIE
+    except psutil.Error:
+        return False
 
 
 def _interrupt(signum: int, frame: Any) -> None:

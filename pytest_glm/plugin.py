@@ -25,6 +25,7 @@ from pytest_glm.deployment import Deployment, DeploymentManager
 from pytest_glm.endpoint import Endpoint
 from pytest_glm.exceptions import ConfigError, DeploymentError
 from pytest_glm.load import LoadRunner
+from pytest_glm.report import RunReport, recorder
 
 #: Any test that (directly or through another fixture) uses this fixture needs the server.
 SERVER_FIXTURE = "glm_deployment"
@@ -96,6 +97,9 @@ class GLMSession:
         self.baseline: dict[str, baseline.Cell] | None = None
         self.twin: Deployment | DeploymentError | None = None
         self.benchmark = False
+        self.report = RunReport(scrub_secret=glm_config.api_key)
+        self.death: DeploymentError | None = None
+        self._written: list[str] = []
 
     # -- output ------------------------------------------------------------------------------------
     def say(self, line: str) -> None:
@@ -151,6 +155,19 @@ class GLMSession:
             self.worker_deployment = Deployment.from_state(state, self.glm)
         return self.worker_deployment
 
+    def check_alive(self) -> None:
+        """Fail the current test at once if the server died; every later test fails the same way, fast."""
+        if self.death is None:
+            deployment = self.manager.deployment if self.manager is not None else self.worker_deployment
+            if deployment is None:
+                return
+            try:
+                deployment.check_alive()
+            except DeploymentError as exc:
+                self.death = exc
+        if self.death is not None:
+            pytest.fail(self.report.scrub(str(self.death)), pytrace=False)
+
     def mtp_twin(self) -> Deployment:
         """The MTP-off twin (--glm-mtp-equivalence), launched on first use by whichever process needs it."""
         if self.twin is None:
@@ -199,19 +216,49 @@ class GLMSession:
         model = g.model.model_id if g.model else "(recognised from the endpoint)"
         return [f"glm: model {model}, profile {g.profile.name}, {target}"]
 
+    def pytest_runtest_logreport(self, report: pytest.TestReport) -> None:
+        if not self.is_worker:  # under xdist the controller sees every worker's reports too
+            self.report.add(report)
+
     def pytest_terminal_summary(self, terminalreporter: Any) -> None:
-        deployment = self.manager.deployment if self.manager is not None else None
-        if deployment is None:
+        if self.is_worker:
             return
-        terminalreporter.write_sep("-", "pytest-glm: deployment under test")
-        for line in deployment.describe():
+        for title, lines in self.report.tables():
+            terminalreporter.write_sep("-", title, red="FAIL" in title.split("—")[-1], green="pass" in title)
+            for line in lines:
+                terminalreporter.write_line(line)
+        deployment = self.manager.deployment if self.manager is not None else None
+        if deployment is not None:
+            terminalreporter.write_sep("-", "pytest-glm: deployment under test")
+            for line in deployment.describe():
+                terminalreporter.write_line(self.report.scrub(line))
+        for line in self._written:
             terminalreporter.write_line(line)
 
     @pytest.hookimpl(trylast=True)
     def pytest_sessionfinish(self, session: pytest.Session) -> None:
         self._stop_twin()
+        if not self.is_worker:
+            self._write_outputs()
         if self.manager is not None:
             self.manager.stop(self.say)
+
+    def _write_outputs(self) -> None:
+        """The JSON report and the plots (only when asked, and only if some suite ran)."""
+        deployment = self.manager.deployment if self.manager is not None else None
+        described = deployment.to_report() if deployment is not None else None
+        written = []
+        if self.glm.report is not None and self.report.outcomes:
+            self.report.write_json(self.glm.report, described)
+            written.append(f"pytest-glm report: {self.glm.report}")
+        if self.glm.plots is not None and self.report.outcomes:
+            from pytest_glm.plots import render
+
+            title = (f"{deployment.model.model_id} on {deployment.profile.name}, vLLM {deployment.vllm_version}"
+                     if deployment is not None else "")
+            for path in render(self.glm.plots, self.report.figures, self.report.scrub(title)):
+                written.append(f"pytest-glm plot: {path}")
+        self._written = written
 
     def pytest_unconfigure(self, config: pytest.Config) -> None:
         self._stop_twin()
@@ -333,10 +380,28 @@ def glm_mtp_twin(pytestconfig: pytest.Config, glm_deployment: Deployment) -> Dep
     return session.mtp_twin()
 
 
+@pytest.fixture
+def glm_record(record_property: Any) -> Any:
+    """``glm_record(suite, check, figure, value, limit=None, op='', unit='')``: a figure for the terminal
+    tables, the JSON report and JUnit XML (as a ``glm`` property holding one JSON object)."""
+    return recorder(record_property)
+
+
+@pytest.fixture(scope="session")
+def glm_plots_dir(pytestconfig: pytest.Config) -> Path | None:
+    """Where plots and their samples go (--glm-plots), or None."""
+    return _session(pytestconfig).glm.plots
+
+
 @pytest.fixture(autouse=True)
 def _glm_server_share(request: pytest.FixtureRequest) -> Iterator[None]:
-    """Under xdist, tests that measure the server (slo, mtp) hold it alone; the others share it."""
-    lock = _session(request.config).server_share() if SERVER_FIXTURE in request.fixturenames else None
+    """A test of a server that died fails at once, with the log tail. Under xdist, tests that measure the
+    server (slo, mtp) hold it alone; the others share it."""
+    uses_server = SERVER_FIXTURE in request.fixturenames
+    if uses_server:
+        request.getfixturevalue(SERVER_FIXTURE)
+        _session(request.config).check_alive()
+    lock = _session(request.config).server_share() if uses_server else None
     if lock is None:
         yield
         return

@@ -38,7 +38,7 @@ def mtp_client(glm_endpoint):
 
 
 @pytest.mark.parametrize("kind", list(KINDS))
-def test_mtp_acceptance(kind, glm_deployment, mtp_client, record_property):
+def test_mtp_acceptance(kind, glm_deployment, mtp_client, glm_record):
     endpoint = glm_deployment.endpoint
     expected, why = glm_deployment.mtp_expectation()
     before = parse(endpoint.metrics_text())
@@ -54,13 +54,19 @@ def test_mtp_acceptance(kind, glm_deployment, mtp_client, record_property):
         except openai.APIStatusError as exc:
             pytest.fail(f"case {case.id}: the server rejected the request (HTTP {exc.status_code})", pytrace=False)
     stats = SpecDecodeStats.from_delta(parse(endpoint.metrics_text()) - before)
-    record_property(f"mtp_{kind}", stats.summary())
+    thresholds = glm_deployment.profile.thresholds
+    k = max(stats.per_position, default=-1) + 1 or glm_deployment.num_speculative_tokens() or 1
+    glm_record("mtp", kind, "drafts", stats.drafts, 1, ">=")
+    glm_record("mtp", kind, "acceptance_rate", stats.acceptance_rate,
+               thresholds.mtp_acceptance_rate if k == 1 else None, ">=" if k == 1 else "")
+    glm_record("mtp", kind, "mean_acceptance_length", stats.mean_acceptance_length)
+    for pos, rate in stats.position_rates().items():
+        glm_record("mtp", kind, f"acceptance_pos{pos}", rate, thresholds.position_minimum(pos) if k > 1 else None,
+                   ">=" if k > 1 else "")
 
     if not stats.drafts:
         pytest.fail(f"{kind}: the spec-decode counters did not move over {len(KINDS[kind])} requests: no drafts, "
                     f"so the MTP drafter did not run", pytrace=False)
-    thresholds = glm_deployment.profile.thresholds
-    k = max(stats.per_position, default=-1) + 1 or glm_deployment.num_speculative_tokens() or 1
     if k == 1:
         minimum = thresholds.mtp_acceptance_rate
         assert stats.acceptance_rate >= minimum, (

@@ -15,8 +15,9 @@ import pytest
 
 from pytest_glm.baseline import EXTRA_INFO_KEY, Cell
 from pytest_glm.load import Workload, random_prompts
+from pytest_glm.plots import save_samples
 from pytest_glm.plugin import glm_config_of
-from pytest_glm.slo import Finding, check, compare, figures, table
+from pytest_glm.slo import Finding, check, compare, figures, lower_is_better, table
 
 pytestmark = pytest.mark.slo
 
@@ -33,7 +34,13 @@ def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
         metafunc.parametrize("slo_cell", params, ids=[f"{w.name}-b{b}" for w, b in params])
 
 
-def test_latency_slo(slo_cell, glm_deployment, glm_load_runner, glm_baseline, benchmark, request):
+#: Figures every cell reports, with or without a threshold.
+HEADLINE = ("median_ttft_ms", "p99_ttft_ms", "median_tpot_ms", "median_itl_ms", "p99_itl_ms", "p99_e2el_ms",
+            "output_throughput", "goodput_ratio")
+
+
+def test_latency_slo(slo_cell, glm_deployment, glm_load_runner, glm_baseline, benchmark, request, glm_record,
+                     glm_plots_dir):
     workload, batch = slo_cell
     thresholds = glm_deployment.profile.thresholds
     context = glm_deployment.endpoint.max_model_len()
@@ -67,6 +74,15 @@ def test_latency_slo(slo_cell, glm_deployment, glm_load_runner, glm_baseline, be
     benchmark.extra_info[EXTRA_INFO_KEY] = cell.record()
 
     limits = thresholds.slo_limits(workload.name, batch)
+    check_name = f"{workload.name}-b{batch}"
+    for figure in dict.fromkeys([*HEADLINE, *limits]):
+        limit = limits.get(figure)
+        op = "" if limit is None else ("<=" if lower_is_better(figure) else ">=")
+        glm_record("slo", check_name, figure, measured.get(figure), limit, op, " ms" if figure.endswith("_ms") else "")
+    if glm_plots_dir is not None:
+        done = result.completed
+        save_samples(glm_plots_dir, check_name, workload.name, batch, [r.ttft * 1000 for r in done],
+                     [g * 1000 for r in done for g in r.itls])
     findings: list[Finding | str] = list(check(measured, limits))
     if glm_baseline is not None:
         findings += _against_baseline(cell, glm_baseline, thresholds.baseline_tolerance)

@@ -28,10 +28,12 @@ def test_case(case, stream, glm_answers):
     assert not problems, explain(case, answer, problems)
 
 
-def test_aggregate_gates(glm_answers, glm_deployment):
+def test_aggregate_gates(glm_answers, glm_deployment, glm_record):
     verdicts = [judge(c, glm_answers.get(c, s)) for c in CASES for s in (False, True)]
     limits = glm_deployment.profile.thresholds
     accuracy, f1 = schema_accuracy(verdicts), trigger_f1(verdicts)
+    glm_record("tool_calling", "aggregate", "tool_schema_accuracy", accuracy, limits.tool_schema_accuracy, ">=")
+    glm_record("tool_calling", "aggregate", "tool_trigger_f1", f1, limits.tool_trigger_f1, ">=")
     print(f"schema accuracy {accuracy}, trigger F1 {f1} over {len(verdicts)} answers")
     assert accuracy is not None and accuracy >= limits.tool_schema_accuracy, (
         f"schema accuracy {accuracy:.3f} < {limits.tool_schema_accuracy} ({glm_deployment.profile.name})")

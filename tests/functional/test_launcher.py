@@ -218,3 +218,34 @@ def test_shared(i, glm_deployment):
         assert not overlapping, f"{a['name']} overlapped {overlapping}"
     shared = [s for s in spans if s["name"].startswith("shared")]
     assert any(s is not t and s["begin"] < t["end"] and t["begin"] < s["end"] for s in shared for t in shared)
+
+
+@pytest.mark.parametrize("xdist", [[], ["-n", "2"]], ids=["one-process", "xdist"])
+def test_server_death_fails_the_remaining_tests_fast(pytester: pytest.Pytester, xdist: list[str]) -> None:
+    """The server is killed by the first test; every later test fails at once, saying so, with the log tail."""
+    pytester.makepyfile(test_die='''
+import os, signal, time, psutil, pytest
+
+def test_kill_the_server(glm_deployment, glm_endpoint):
+    for port_user in psutil.net_connections("tcp"):
+        if port_user.laddr and port_user.laddr.port == int(glm_endpoint.base_url.rsplit(":", 1)[1]) and port_user.pid:
+            os.kill(port_user.pid, signal.SIGKILL)
+    deadline = time.monotonic() + 10
+    while glm_endpoint.health() and time.monotonic() < deadline:
+        time.sleep(0.2)
+    assert not glm_endpoint.health()
+
+@pytest.mark.parametrize("i", range(6))
+def test_after_death(i, glm_client, glm_endpoint):
+    glm_client.models.list()
+''')
+    began = time.monotonic()
+    result = pytester.runpytest_subprocess(f"--glm-vllm={FAKE_VLLM}", "-p", "no:cacheprovider", "-p", "no:randomly",
+                                           *xdist, "--dist=loadfile" if xdist else "-q", timeout=120)
+    elapsed = time.monotonic() - began
+    out = result.stdout.str()
+    outcomes = result.parseoutcomes()
+    assert outcomes.get("passed") == 1 and outcomes.get("errors", 0) + outcomes.get("failed", 0) == 6, out[-3000:]
+    assert out.count("vLLM server died") >= 6
+    assert "--- last lines of the vLLM log ---" in out and "fake-vllm serve" in out
+    assert elapsed < 60, f"the run took {elapsed:.0f} s"

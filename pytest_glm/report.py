@@ -1,0 +1,189 @@
+"""What a run found, for the people who decide a rollout: per-suite tables in the terminal, a JSON report for
+dashboards, and the figures on JUnit XML.
+
+Suites record figures with the ``glm_record`` fixture. A figure travels as a test's user property named
+``glm`` whose value is one JSON object (so pytest-xdist carries it from a worker to the controller, and
+``--junitxml`` carries it as a ``<property>``). The controller collects figures and test outcomes from the
+reports, and writes everything once at the end. Nothing here ever sees the API key: every string written
+goes through :meth:`RunReport.scrub` first.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from collections import Counter
+from collections.abc import Callable
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+PROPERTY = "glm"
+SCHEMA = "pytest-glm/report/1"
+SUITES = ("preflight", "tool_calling", "reasoning", "mtp", "slo")
+
+
+@dataclass(frozen=True)
+class Figure:
+    """One measured figure and its threshold.
+
+    :param suite: the suite marker (``slo``, ``mtp``...).
+    :param check: what was measured (``balanced-b8``, ``prose``, ``aggregate``).
+    :param figure: the figure's name (``p99_ttft_ms``, ``acceptance_rate``).
+    :param op: ``>=`` or ``<=`` against ``limit``; ``''`` for a figure reported without a threshold.
+    """
+
+    suite: str
+    check: str
+    figure: str
+    value: float | None
+    limit: float | None = None
+    op: str = ""
+    unit: str = ""
+
+    @property
+    def passed(self) -> bool | None:
+        if not self.op or self.limit is None:
+            return None
+        if self.value is None:
+            return False
+        return self.value >= self.limit if self.op == ">=" else self.value <= self.limit
+
+    def as_property(self) -> tuple[str, str]:
+        return PROPERTY, json.dumps(asdict(self), sort_keys=True)
+
+    def to_json(self) -> dict[str, Any]:
+        return {**asdict(self), "passed": self.passed}
+
+
+def recorder(record_property: Callable[[str, object], None]) -> Callable[..., Figure]:
+    """A ``record(suite, check, figure, value, limit=None, op='', unit='')`` bound to one test."""
+
+    def record(suite: str, check: str, figure: str, value: float | None, limit: float | None = None,
+               op: str = "", unit: str = "") -> Figure:
+        fig = Figure(suite, check, figure, None if value is None else float(value),
+                     None if limit is None else float(limit), op, unit)
+        record_property(*fig.as_property())
+        return fig
+
+    return record
+
+
+@dataclass
+class Outcome:
+    nodeid: str
+    suite: str
+    outcome: str = "passed"
+    duration_s: float = 0.0
+    message: str = ""
+
+
+@dataclass
+class RunReport:
+    """Figures and outcomes of one run, gathered from test reports (also those xdist workers send)."""
+
+    scrub_secret: str | None = None
+    figures: list[Figure] = field(default_factory=list)
+    outcomes: dict[str, Outcome] = field(default_factory=dict)
+    started: float = field(default_factory=time.time)
+
+    def scrub(self, text: str) -> str:
+        return text.replace(self.scrub_secret, "***") if self.scrub_secret and text else text
+
+    def add(self, report: Any) -> None:
+        """Take one phase report (setup, call, teardown) of a test."""
+        suite = next((s for s in SUITES if s in getattr(report, "keywords", {})), "")
+        if not suite:
+            return
+        outcome = self.outcomes.setdefault(report.nodeid, Outcome(report.nodeid, suite))
+        outcome.duration_s += float(getattr(report, "duration", 0.0) or 0.0)
+        if report.when == "call" or (report.when == "setup" and not report.passed):
+            outcome.outcome = "error" if report.when == "setup" and report.failed else report.outcome
+            if not report.passed:
+                outcome.message = self.scrub(_short(report))
+        elif report.when == "teardown" and report.failed and outcome.outcome == "passed":
+            outcome.outcome, outcome.message = "error", self.scrub(_short(report))
+        for name, value in getattr(report, "user_properties", ()):
+            if name == PROPERTY and report.when == "call":
+                self.figures.append(Figure(**json.loads(value)))
+
+    # -- views ---------------------------------------------------------------------------------------
+    def counts(self, suite: str | None = None) -> dict[str, int]:
+        c = Counter(o.outcome for o in self.outcomes.values() if suite is None or o.suite == suite)
+        return {k: c.get(k, 0) for k in ("passed", "failed", "error", "skipped")}
+
+    def verdict(self) -> str:
+        c = self.counts()
+        failed_figure = any(f.passed is False for f in self.figures)
+        return "fail" if c["failed"] or c["error"] or failed_figure else "pass"
+
+    def suites_seen(self) -> list[str]:
+        seen = {o.suite for o in self.outcomes.values()}
+        return [s for s in SUITES if s in seen]
+
+    def to_json(self, deployment: dict[str, Any] | None) -> dict[str, Any]:
+        suites = {}
+        for suite in self.suites_seen():
+            outcomes = [o for o in self.outcomes.values() if o.suite == suite]
+            figures = [f for f in self.figures if f.suite == suite]
+            counts = self.counts(suite)
+            suites[suite] = {
+                "verdict": "fail" if counts["failed"] or counts["error"] or any(f.passed is False for f in figures)
+                else "pass",
+                "tests": counts,
+                "figures": [f.to_json() for f in figures],
+                "cases": [{"nodeid": o.nodeid, "outcome": o.outcome, "duration_s": round(o.duration_s, 3),
+                           "message": o.message} for o in outcomes],
+            }
+        data = {"schema": SCHEMA, "created": time.strftime("%Y-%m-%dT%H:%M:%S%z", time.localtime(self.started)),
+                "duration_s": round(time.time() - self.started, 1), "verdict": self.verdict(),
+                "tests": self.counts(), "deployment": deployment, "suites": suites}
+        return json.loads(self.scrub(json.dumps(data)))
+
+    def write_json(self, path: Path, deployment: dict[str, Any] | None) -> None:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text(json.dumps(self.to_json(deployment), indent=1) + "\n", encoding="utf-8")
+
+    def tables(self) -> list[tuple[str, list[str]]]:
+        """(title, lines) per suite: every figure with its threshold and verdict, then the test counts."""
+        out = []
+        for suite in self.suites_seen():
+            figures = [f for f in self.figures if f.suite == suite]
+            c = self.counts(suite)
+            lines = []
+            if figures:
+                w_check = max(len("check"), *(len(f.check) for f in figures))
+                w_fig = max(len("figure"), *(len(f.figure) for f in figures))
+                lines.append(f"{'check':<{w_check}}  {'figure':<{w_fig}}  {'measured':>12}  {'threshold':>14}  result")
+                for f in figures:
+                    threshold = f"{f.op} {_num(f.limit)}" if f.op and f.limit is not None else ""
+                    result = {True: "pass", False: "FAIL", None: "-"}[f.passed]
+                    value = "n/a" if f.value is None else _num(f.value)
+                    lines.append(f"{f.check:<{w_check}}  {f.figure:<{w_fig}}  {value + f.unit:>12}  {threshold:>14}  {result}")
+            tally = ", ".join(f"{n} {k}" for k, n in c.items() if n)
+            lines.append(f"tests: {tally or 'none'}")
+            for o in self.outcomes.values():
+                if o.suite == suite and o.outcome in ("failed", "error"):
+                    lines.append(f"  {o.outcome.upper()} {o.nodeid.split('::', 1)[-1]}: {o.message[:160]}")
+            out.append((f"pytest-glm: {suite} — {'FAIL' if _suite_failed(c, figures) else 'pass'}",
+                        [self.scrub(line) for line in lines]))
+        return out
+
+
+def _suite_failed(counts: dict[str, int], figures: list[Figure]) -> bool:
+    return bool(counts["failed"] or counts["error"] or any(f.passed is False for f in figures))
+
+
+def _num(value: float | None) -> str:
+    if value is None:
+        return ""
+    return f"{value:.0f}" if abs(value) >= 1000 else f"{value:.4g}"
+
+
+def _short(report: Any) -> str:
+    if report.skipped and isinstance(report.longrepr, tuple):
+        return str(report.longrepr[2])
+    text = getattr(report, "longreprtext", "") or ""
+    lines = [ln for ln in text.splitlines() if ln.strip()]
+    errors = [ln[2:].strip() for ln in lines if ln.startswith("E ")]
+    return " | ".join(errors[:3]) if errors else (lines[0] if lines else "")

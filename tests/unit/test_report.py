@@ -1,0 +1,92 @@
+"""The run report: figures from user properties, outcomes from phase reports, tables, JSON, scrubbing."""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from pytest_glm.report import SCHEMA, Figure, RunReport, recorder
+
+
+@dataclass
+class FakeReport:
+    nodeid: str
+    when: str
+    outcome: str = "passed"
+    keywords: dict = field(default_factory=dict)
+    user_properties: list = field(default_factory=list)
+    duration: float = 0.5
+    longreprtext: str = ""
+    longrepr: object = None
+
+    @property
+    def passed(self) -> bool:
+        return self.outcome == "passed"
+
+    @property
+    def failed(self) -> bool:
+        return self.outcome == "failed"
+
+    @property
+    def skipped(self) -> bool:
+        return self.outcome == "skipped"
+
+
+def phases(nodeid: str, suite: str, outcome: str = "passed", props: list | None = None, text: str = "") -> list:
+    kw = {suite: 1}
+    return [FakeReport(nodeid, "setup", keywords=kw), FakeReport(nodeid, "call", outcome, kw, props or [], longreprtext=text),
+            FakeReport(nodeid, "teardown", keywords=kw)]
+
+
+def test_figures_pass_fail_and_info() -> None:
+    assert Figure("slo", "c", "p99_ttft_ms", 90.0, 100.0, "<=").passed is True
+    assert Figure("slo", "c", "p99_ttft_ms", 110.0, 100.0, "<=").passed is False
+    assert Figure("mtp", "prose", "acceptance_rate", 0.5, 0.9, ">=").passed is False
+    assert Figure("mtp", "prose", "mean_acceptance_length", 1.9).passed is None
+    assert Figure("slo", "c", "p99_ttft_ms", None, 100.0, "<=").passed is False
+
+
+def test_collects_suites_figures_and_outcomes_and_scrubs_the_key(tmp_path: Path) -> None:
+    props: list = []
+    record = recorder(lambda name, value: props.append((name, value)))
+    record("slo", "balanced-b8", "p99_ttft_ms", 120.0, 100.0, "<=", " ms")
+    record("slo", "balanced-b8", "median_itl_ms", 9.5, None, "", " ms")
+    report = RunReport(scrub_secret="sk-secret-123")
+    for r in phases("suites/test_slo.py::test_latency_slo[balanced-b8]", "slo", "failed", props,
+                    "E   AssertionError: p99 too high for key sk-secret-123\nE   more"):
+        report.add(r)
+    for r in phases("suites/test_tool_calling.py::test_case[x]", "tool_calling"):
+        report.add(r)
+    for r in phases("tests/test_other.py::test_unrelated", ""):
+        report.add(r)  # not a suite test: ignored
+    assert report.verdict() == "fail"
+    assert report.counts("slo") == {"passed": 0, "failed": 1, "error": 0, "skipped": 0}
+    tables = dict(report.tables())
+    slo = tables["pytest-glm: slo — FAIL"]
+    assert any("p99_ttft_ms" in line and "<= 100" in line and line.endswith("FAIL") for line in slo)
+    assert any("median_itl_ms" in line and line.endswith("-") for line in slo)
+    assert "pytest-glm: tool_calling — pass" in tables
+    path = tmp_path / "r.json"
+    report.write_json(path, {"model": "glm-tiny", "command": "vllm serve m --api-key sk-secret-123"})
+    text = path.read_text()
+    assert "sk-secret-123" not in text and "***" in text
+    data = json.loads(text)
+    assert data["schema"] == SCHEMA and data["verdict"] == "fail"
+    assert data["suites"]["slo"]["figures"][0] == {"suite": "slo", "check": "balanced-b8", "figure": "p99_ttft_ms",
+                                                   "value": 120.0, "limit": 100.0, "op": "<=", "unit": " ms",
+                                                   "passed": False}
+    case = data["suites"]["slo"]["cases"][0]
+    assert case["outcome"] == "failed" and case["message"].startswith("AssertionError: p99 too high for key ***")
+    assert case["duration_s"] == 1.5
+    assert data["suites"]["tool_calling"]["verdict"] == "pass" and set(data["suites"]) == {"slo", "tool_calling"}
+
+
+def test_setup_errors_and_skips() -> None:
+    report = RunReport()
+    kw = {"mtp": 1}
+    report.add(FakeReport("t::a", "setup", "failed", kw, longreprtext="E   vLLM server died (exit code -9)"))
+    report.add(FakeReport("t::b", "setup", "skipped", kw, longrepr=("f", 1, "Skipped: MTP is not expected")))
+    assert report.outcomes["t::a"].outcome == "error" and "server died" in report.outcomes["t::a"].message
+    assert report.outcomes["t::b"].outcome == "skipped" and "MTP is not expected" in report.outcomes["t::b"].message
+    assert report.verdict() == "fail"
