@@ -116,6 +116,7 @@ def add_options(parser: pytest.Parser) -> None:
     """Declare every option in the "glm" group and as an ini key."""
     group = parser.getgroup("glm", "GLM-4.x deployment gate (pytest-glm)")
     for opt in OPTIONS:
+        opt = replace(opt, help=opt.help.replace("%", "%%"))  # argparse %-formats help texts
         ini_type = {"args": "args", "flag": "bool"}.get(opt.kind, "string")
         parser.addini(opt.dest, opt.help, type=ini_type, default=_ini_default(opt))
         if opt.kind == "bool":

@@ -105,7 +105,8 @@ def test_help_groups_options(pytester: pytest.Pytester) -> None:
     for flag in ("--glm-model", "--glm-profile", "--glm-base-url", "--glm-api-key", "--glm-served-model-name",
                  "--glm-tp", "--glm-dp", "--glm-mtp", "--glm-no-mtp", "--glm-num-speculative-tokens",
                  "--glm-max-model-len", "--glm-serve-arg", "--glm-vllm", "--glm-startup-timeout",
-                 "--glm-request-timeout", "--glm-keep-server", "--glm-server-log"):
+                 "--glm-request-timeout", "--glm-keep-server", "--glm-server-log", "--glm-thresholds",
+                 "--glm-baseline", "--glm-report", "--glm-plots", "--glm-mtp-equivalence"):
         assert flag in text
         if flag != "--glm-no-mtp":
             assert flag[2:].replace("-", "_") + " (" in text  # the ini key
