@@ -43,6 +43,7 @@ def render(directory: Path, figures: list[Figure], title: str) -> list[Path]:
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
+    from matplotlib.ticker import LogLocator, NullFormatter, ScalarFormatter
 
     written = []
     by_workload: dict[str, list[dict]] = defaultdict(list)
@@ -58,6 +59,9 @@ def render(directory: Path, figures: list[Figure], title: str) -> list[Path]:
             ax.set_xticks(range(1, len(cells) + 1), [f"batch {c['batch']}\n({len(c[metric])})" for c in cells])
             ax.set_ylabel(label)
             ax.set_yscale("log")
+            ax.yaxis.set_major_locator(LogLocator(base=10, subs=(1.0, 2.0, 5.0)))
+            ax.yaxis.set_major_formatter(ScalarFormatter())
+            ax.yaxis.set_minor_formatter(NullFormatter())
             ax.grid(axis="y", alpha=0.3, which="both")
             ax.set_title(f"{label.split()[0]}: box = quartiles, whiskers = p1..p99")
         fig.suptitle(f"{workload} — {title}", fontsize=11)
@@ -68,25 +72,30 @@ def render(directory: Path, figures: list[Figure], title: str) -> list[Path]:
         written.append(out)
 
     positions: dict[str, dict[int, float]] = defaultdict(dict)
+    minimum = None
     for f in figures:
         m = re.fullmatch(r"acceptance_pos(\d+)", f.figure)
         if f.suite == "mtp" and m and f.value is not None:
             positions[f.check][int(m.group(1))] = f.value
+        if f.suite == "mtp" and f.figure in ("acceptance_rate", "acceptance_pos0") and f.limit is not None:
+            minimum = f.limit
     if positions:
         kinds = sorted(positions)
         k = max(max(p) for p in positions.values()) + 1
-        fig, ax = plt.subplots(figsize=(max(5, 1.6 * len(kinds) * k), 4))
+        fig, ax = plt.subplots(figsize=(max(7, 1.6 * len(kinds) * k), 4.5))
         width = 0.8 / k
         for pos in range(k):
             xs = [i + pos * width for i in range(len(kinds))]
             ys = [positions[kind].get(pos, 0.0) for kind in kinds]
             bars = ax.bar(xs, ys, width, label=f"draft position {pos}")
             ax.bar_label(bars, fmt="%.3f", fontsize=8)
+        if minimum is not None:
+            ax.axhline(minimum, color="firebrick", linestyle="--", linewidth=1, label=f"threshold {minimum:.2f}")
         ax.set_xticks([i + width * (k - 1) / 2 for i in range(len(kinds))], kinds)
-        ax.set_ylim(0, 1.1)
+        ax.set_ylim(0, 1.15)
         ax.set_ylabel("accepted / drafts")
-        ax.legend(loc="lower right", fontsize=8)
-        ax.set_title(f"MTP acceptance per draft position — {title}", fontsize=10)
+        ax.legend(loc="upper center", bbox_to_anchor=(0.5, -0.12), ncol=k + 1, fontsize=8, frameon=False)
+        ax.set_title(f"MTP acceptance per draft position\n{title}", fontsize=10)
         fig.tight_layout()
         out = directory / "mtp-acceptance.png"
         fig.savefig(out, dpi=110)
