@@ -214,3 +214,11 @@ def test_mtp_expectation_and_its_reason() -> None:
     assert expected and "published serving command turns MTP on" in why
     expected, why = deployment("zai-org/GLM-4.5-FP8", None, None).mtp_expectation()
     assert not expected and "--glm-mtp to expect it" in why
+
+
+def test_api_key_in_passthrough_args_is_never_displayed() -> None:
+    spec = resolve_model("zai-org/GLM-4.7-FP8")
+    cmd = build_serve_command(spec, PROFILES["h200x4"], ServeOptions(extra_args=("--api-key", "sk-1", "--api-key=sk-2")))
+    shown = cmd.display()
+    assert "sk-1" not in shown and "sk-2" not in shown and "--api-key '***'" in shown and "--api-key=***" in shown
+    assert "sk-1" in cmd.args and "--api-key=sk-2" in cmd.args  # the argv vLLM gets keeps it
