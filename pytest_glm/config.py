@@ -179,6 +179,12 @@ def _convert(opt: Option, value: Any, source: str) -> Any:
     return str(value)
 
 
+def option_defaults() -> dict[str, Any]:
+    """Every option at its default, as :func:`read_options` would return it with nothing set (for code that
+    builds a configuration without a pytest command line)."""
+    return {opt.name: _convert(opt, _ini_default(opt), opt.flag) for opt in OPTIONS}
+
+
 def read_options(config: pytest.Config) -> dict[str, Any]:
     """Every option's value after CLI > ini > default, converted to its type."""
     values = {}

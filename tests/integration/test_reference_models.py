@@ -14,7 +14,7 @@ from pathlib import Path
 import pytest
 
 from pytest_glm.cases import load_cases
-from pytest_glm.config import resolve
+from pytest_glm.config import option_defaults, resolve
 from pytest_glm.deployment import Deployment, DeploymentManager
 from pytest_glm.metrics import SpecDecodeStats, parse
 from pytest_glm.reference.tokenizer import VOCAB_SIZE
@@ -26,11 +26,7 @@ pytestmark = [pytest.mark.slow]
 vllm = pytest.importorskip("vllm", reason="vLLM is not installed (pip install '.[cpu]')")
 
 CASES = load_cases()
-OPTIONS = {"model": None, "profile": "cpu", "base_url": None, "api_key": None, "served_model_name": None, "tp": None,
-           "dp": None, "mtp": True, "num_speculative_tokens": 1, "max_model_len": None,
-           "max_num_batched_tokens": None, "gpu_memory_utilization": None, "serve_arg": (), "vllm": None,
-           "port": 0, "startup_timeout": None, "request_timeout": 120.0, "keep_server": False, "server_log": None,
-           "cache_dir": None, "thresholds": None}
+OPTIONS = {**option_defaults(), "profile": "cpu", "mtp": True}
 
 
 @pytest.fixture(scope="module", params=["glm-tiny", "glm-tiny-47"])
