@@ -14,6 +14,7 @@ import sys
 import tempfile
 from collections.abc import Iterator
 from pathlib import Path
+from typing import NamedTuple
 
 from pytest_glm.command import ServeOptions, build_serve_command, resolve_vllm
 from pytest_glm.launch import ServerProcess, free_port
@@ -30,19 +31,27 @@ def cache_dir() -> Path:
     return Path(os.environ.get("PYTEST_GLM_CACHE", Path.home() / ".cache" / "pytest-glm"))
 
 
+class Served(NamedTuple):
+    base_url: str
+    model: str
+    tokenizer: Path
+    started_in: float
+
+
 @contextlib.contextmanager
-def reference_server(model: str = "glm-tiny", profile: str = "cpu", extra: tuple[str, ...] = ()) -> Iterator[tuple[str, str, Path]]:
-    """Serve a reference model as the suites would for a benchmark (prefix caching off); yields
-    (base URL, served model name, model directory)."""
+def reference_server(model: str = "glm-tiny", profile: str = "cpu", extra: tuple[str, ...] = (),
+                     mtp: bool | None = None) -> Iterator[Served]:
+    """Serve a reference model as the suites would for a benchmark (prefix caching off)."""
     spec = with_local_path(resolve_model(model), ensure_reference_model(model, cache_dir()))
-    command = build_serve_command(spec, resolve_profile(profile), ServeOptions(prefix_caching=False, extra_args=extra))
+    command = build_serve_command(spec, resolve_profile(profile),
+                                  ServeOptions(prefix_caching=False, extra_args=extra, mtp=mtp))
     log = Path(tempfile.mkdtemp(prefix="glm-bench-")) / "vllm-server.log"
     server = ServerProcess(command, resolve_vllm(None), log, host="127.0.0.1", port=free_port(), startup_timeout=900)
     print(f"starting {command.display()}\n  log: {log}", flush=True)
     server.start()
     print(f"ready in {server.started_in:.1f} s", flush=True)
     try:
-        yield server.base_url, command.served_model_name, Path(spec.source)
+        yield Served(server.base_url, command.served_model_name, Path(spec.source), server.started_in or 0.0)
     finally:
         server.stop()
 

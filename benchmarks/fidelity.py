@@ -19,12 +19,42 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from common import reference_server, text_prompts, vllm_bench_serve  # noqa: E402
+from common import Served, reference_server, text_prompts, vllm_bench_serve  # noqa: E402
 
 from pytest_glm.load import LoadRunner, Workload  # noqa: E402
 from pytest_glm.slo import figures  # noqa: E402
 
 METRICS = ("ttft", "tpot", "itl")
+
+
+def measure(url: str, model: str, tokenizer: Path, *, input_len: int, output_len: int, concurrency: int,
+            num_prompts: int, rounds: int) -> tuple[list[dict], dict[str, dict[str, float]]]:
+    """Interleaved rounds of the load runner and vllm bench serve over the same prompts; per-round medians and
+    the summary (median over rounds of each client's median, and their ratio) per metric."""
+    runner = LoadRunner(url, model)
+    workload = Workload("fidelity", input_len, output_len)
+    runner.run(Workload("warmup", input_len, 16), text_prompts(concurrency, input_len, seed=999), concurrency)
+    rows = []
+    for i in range(rounds):
+        prompts = text_prompts(num_prompts, input_len, seed=i)  # the same requests for both clients
+        ours = figures(runner.run(workload, prompts, concurrency))
+        theirs = vllm_bench_serve(url, model, tokenizer, prompts=prompts, output_len=output_len, concurrency=concurrency)
+        row: dict = {"round": i}
+        for m in METRICS:
+            row[f"plugin_median_{m}_ms"] = ours[f"median_{m}_ms"]
+            row[f"vllm_median_{m}_ms"] = theirs[f"median_{m}_ms"]
+        rows.append(row)
+        print(" | ".join(f"{k} {v:.2f}" if isinstance(v, float) else f"{k} {v}" for k, v in row.items()), flush=True)
+    summary = {}
+    print(f"\n{input_len} in / {output_len} out, concurrency {concurrency}, {num_prompts} prompts x {rounds} rounds "
+          f"each, interleaved")
+    print(f"{'metric':8}{'plugin':>12}{'vllm bench':>12}{'ratio':>8}")
+    for m in METRICS:
+        ours_m = statistics.median(r[f"plugin_median_{m}_ms"] for r in rows)
+        theirs_m = statistics.median(r[f"vllm_median_{m}_ms"] for r in rows)
+        summary[m] = {"plugin_ms": ours_m, "vllm_bench_ms": theirs_m, "ratio": ours_m / theirs_m if theirs_m else float("nan")}
+        print(f"{m:8}{ours_m:>12.2f}{theirs_m:>12.2f}{summary[m]['ratio']:>8.3f}")
+    return rows, summary
 
 
 def main() -> int:
@@ -41,37 +71,12 @@ def main() -> int:
     parser.add_argument("--json", type=Path, help="write the figures here")
     args = parser.parse_args()
 
-    server = contextlib.nullcontext((args.base_url, args.model, args.tokenizer)) if args.base_url else reference_server()
-    rows = []
-    with server as (url, model, tokenizer):
-        runner = LoadRunner(url, model)
-        workload = Workload("fidelity", args.input_len, args.output_len)
-        warm = text_prompts(args.concurrency, args.input_len, seed=999)
-        runner.run(Workload("warmup", args.input_len, 16), warm, args.concurrency)
-        for i in range(args.rounds):
-            prompts = text_prompts(args.num_prompts, args.input_len, seed=i)  # the same requests for both clients
-            ours = figures(runner.run(workload, prompts, args.concurrency))
-            theirs = vllm_bench_serve(url, model, tokenizer, prompts=prompts, output_len=args.output_len,
-                                      concurrency=args.concurrency)
-            row = {"round": i}
-            for m in METRICS:
-                row[f"plugin_median_{m}_ms"] = ours[f"median_{m}_ms"]
-                row[f"vllm_median_{m}_ms"] = theirs[f"median_{m}_ms"]
-            rows.append(row)
-            print(" | ".join(f"{k} {v:.2f}" if isinstance(v, float) else f"{k} {v}" for k, v in row.items()), flush=True)
-
-    summary = {}
-    print(f"\n{args.input_len} in / {args.output_len} out, concurrency {args.concurrency}, {args.num_prompts} "
-          f"prompts x {args.rounds} rounds each, interleaved")
-    print(f"{'metric':8}{'plugin':>12}{'vllm bench':>12}{'ratio':>8}")
-    ok = True
-    for m in METRICS:
-        ours = statistics.median(r[f"plugin_median_{m}_ms"] for r in rows)
-        theirs = statistics.median(r[f"vllm_median_{m}_ms"] for r in rows)
-        ratio = ours / theirs if theirs else float("nan")
-        ok &= abs(ratio - 1) <= args.tolerance
-        summary[m] = {"plugin_ms": ours, "vllm_bench_ms": theirs, "ratio": ratio}
-        print(f"{m:8}{ours:>12.2f}{theirs:>12.2f}{ratio:>8.3f}")
+    server = (contextlib.nullcontext(Served(args.base_url, args.model, args.tokenizer, 0.0)) if args.base_url
+              else reference_server())
+    with server as served:
+        rows, summary = measure(served.base_url, served.model, served.tokenizer, input_len=args.input_len, output_len=args.output_len,
+                                concurrency=args.concurrency, num_prompts=args.num_prompts, rounds=args.rounds)
+    ok = all(abs(s["ratio"] - 1) <= args.tolerance for s in summary.values())
     print(f"within {args.tolerance:.0%}: {'yes' if ok else 'NO'}")
     if args.json:
         args.json.write_text(json.dumps({"rounds": rows, "summary": summary, "args": {k: str(v) for k, v in vars(args).items()}}, indent=1))

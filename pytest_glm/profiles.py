@@ -161,7 +161,11 @@ PROFILES: dict[str, Profile] = {
     p.name: p
     for p in (
         CPU,
+        _nvidia("H100", 1, 79.6),
+        _nvidia("H100", 2, 79.6),
         _nvidia("H100", 8, 79.6),
+        _nvidia("H200", 1, 140.4),
+        _nvidia("H200", 2, 140.4),
         _nvidia("H200", 4, 140.4),
         _nvidia("H200", 8, 140.4),
         _amd("MI300X", 8, 191.5),
