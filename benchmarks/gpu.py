@@ -20,6 +20,7 @@ install and this repository; pytest-glm need not be installed (the plugin is loa
 from __future__ import annotations
 
 import argparse
+import importlib.metadata
 import json
 import subprocess
 import sys
@@ -55,7 +56,9 @@ MEASURE = ROOT / "benchmarks" / "gpu-measure.toml"
 def gate(url: str, profile: str, out: Path, name: str, *select: str) -> dict:
     """Run the shipped suites against ``url`` in a subprocess; the JSON report's essentials."""
     report = out / f"gate-{name}.json"
-    argv = [sys.executable, "-m", "pytest", str(ROOT / "suites"), "-p", "pytest_glm.plugin", "-p", "no:cacheprovider",
+    installed = any(ep.name == "glm" for ep in importlib.metadata.entry_points(group="pytest11"))
+    load = [] if installed else ["-p", "pytest_glm.plugin"]  # not pip-installed: load the plugin by name
+    argv = [sys.executable, "-m", "pytest", str(ROOT / "suites"), *load, "-p", "no:cacheprovider",
             "-q", f"--glm-base-url={url}", "--glm-model=glm-tiny", f"--glm-profile={profile}", "--glm-mtp"
             if name != "no-mtp" else "--glm-no-mtp", f"--glm-report={report}", f"--glm-thresholds={MEASURE}", *select]
     began = time.monotonic()
