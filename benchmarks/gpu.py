@@ -110,14 +110,20 @@ def main() -> int:
     args.out.mkdir(parents=True, exist_ok=True)
     result: dict = {"step": args.step, "profile": args.profile, "tp": args.tp}
 
+    def save() -> None:  # after every phase: a step cut short still leaves what it measured
+        (args.out / f"{args.step}.json").write_text(json.dumps(result, indent=1, default=str))
+
     if args.step == "bf16":
         with reference_server(profile=args.profile, extra=server_args(args.tp)) as served:
             url, model, tokenizer, result["started_in_s"] = served
             result["vllm_version"] = Endpoint(url, model).version()
             result["gate"] = gate(url, args.profile, args.out, "bf16")
+            save()
             _, result["fidelity"] = measure(url, model, tokenizer, input_len=128, output_len=256, concurrency=16,
                                             num_prompts=64, rounds=args.fidelity_rounds)
+            save()
             result["decode_heavy"] = decode_heavy(url, model)
+            save()
             result["answers"] = answers(url, model)
     elif args.step == "no-mtp":
         with reference_server(profile=args.profile, extra=server_args(args.tp), mtp=False) as served:
@@ -141,7 +147,7 @@ def main() -> int:
         result["fp8_vs_bf16"] = {"cases": len(result["answers"]), "identical": len(same),
                                  "agreement": len(same) / max(len(result["answers"]), 1),
                                  "different": sorted(set(result["answers"]) - set(same))}
-    (args.out / f"{args.step}.json").write_text(json.dumps(result, indent=1, default=str))
+    save()
     summary = {k: v for k, v in result.items() if k not in ("answers",)}
     if "gate" in summary:
         summary["gate"] = {k: v for k, v in summary["gate"].items() if k != "figures"}
