@@ -40,11 +40,11 @@ class Served(NamedTuple):
 
 @contextlib.contextmanager
 def reference_server(model: str = "glm-tiny", profile: str = "cpu", extra: tuple[str, ...] = (),
-                     mtp: bool | None = None) -> Iterator[Served]:
+                     mtp: bool | None = None, tp: int | None = None) -> Iterator[Served]:
     """Serve a reference model as the suites would for a benchmark (prefix caching off)."""
     spec = with_local_path(resolve_model(model), ensure_reference_model(model, cache_dir()))
     command = build_serve_command(spec, resolve_profile(profile),
-                                  ServeOptions(prefix_caching=False, extra_args=extra, mtp=mtp))
+                                  ServeOptions(prefix_caching=False, extra_args=extra, mtp=mtp, tp=tp))
     log = Path(tempfile.mkdtemp(prefix="glm-bench-")) / "vllm-server.log"
     server = ServerProcess(command, resolve_vllm(None), log, host="127.0.0.1", port=free_port(), startup_timeout=900)
     print(f"starting {command.display()}\n  log: {log}", flush=True)

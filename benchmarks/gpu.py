@@ -45,10 +45,6 @@ from pytest_glm.slo import figures  # noqa: E402
 DECODE = (256, 1024, 16, 32)
 
 
-def server_args(tp: int, *extra: str) -> tuple[str, ...]:
-    return (*(("--tensor-parallel-size", str(tp)) if tp > 1 else ()), *extra)
-
-
 #: The latency cells measured on a GPU (reference model): three batch sizes, one round each.
 MEASURE = ROOT / "benchmarks" / "gpu-measure.toml"
 
@@ -91,7 +87,11 @@ def answers(url: str, model: str) -> dict[str, dict]:
     out = {}
     try:
         for case in load_cases():
-            a = ask(client, case, model, stream=False)
+            try:
+                a = ask(client, case, model, stream=False)
+            except Exception as exc:  # noqa: BLE001 - an HTTP 500 is this case's answer
+                out[case.id] = {"error": f"{type(exc).__name__}: {exc}"[:300]}
+                continue
             out[case.id] = {"content": a.content, "reasoning": a.reasoning, "finish_reason": a.finish_reason,
                             "calls": [[c.name, c.parsed()] for c in a.calls]}
     finally:
@@ -103,30 +103,40 @@ def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("step", choices=("bf16", "no-mtp", "fp8"))
     parser.add_argument("--profile", required=True)
-    parser.add_argument("--tp", type=int, default=1)
+    parser.add_argument("--tp", type=int, help="tensor-parallel size (default: the profile's GPUs)")
+    parser.add_argument("--phases", default="gate,fidelity,decode,answers",
+                        help="bf16 step: which phases to run (split them over calls on a machine with a short "
+                             "command limit; results merge into OUT/bf16.json)")
     parser.add_argument("--out", type=Path, required=True)
     parser.add_argument("--fidelity-rounds", type=int, default=3)
     args = parser.parse_args()
     args.out.mkdir(parents=True, exist_ok=True)
-    result: dict = {"step": args.step, "profile": args.profile, "tp": args.tp}
+    previous = args.out / f"{args.step}.json"
+    result: dict = json.loads(previous.read_text()) if previous.is_file() else {}
+    result.update({"step": args.step, "profile": args.profile, "tp": args.tp})
+    phases = set(args.phases.split(","))
 
     def save() -> None:  # after every phase: a step cut short still leaves what it measured
         (args.out / f"{args.step}.json").write_text(json.dumps(result, indent=1, default=str))
 
     if args.step == "bf16":
-        with reference_server(profile=args.profile, extra=server_args(args.tp)) as served:
+        with reference_server(profile=args.profile, tp=args.tp) as served:
             url, model, tokenizer, result["started_in_s"] = served
             result["vllm_version"] = Endpoint(url, model).version()
-            result["gate"] = gate(url, args.profile, args.out, "bf16")
-            save()
-            _, result["fidelity"] = measure(url, model, tokenizer, input_len=128, output_len=256, concurrency=16,
-                                            num_prompts=64, rounds=args.fidelity_rounds)
-            save()
-            result["decode_heavy"] = decode_heavy(url, model)
-            save()
-            result["answers"] = answers(url, model)
+            if "gate" in phases:
+                result["gate"] = gate(url, args.profile, args.out, "bf16")
+                save()
+            if "fidelity" in phases:
+                _, result["fidelity"] = measure(url, model, tokenizer, input_len=128, output_len=256,
+                                                concurrency=16, num_prompts=64, rounds=args.fidelity_rounds)
+                save()
+            if "decode" in phases:
+                result["decode_heavy"] = decode_heavy(url, model)
+                save()
+            if "answers" in phases:
+                result["answers"] = answers(url, model)
     elif args.step == "no-mtp":
-        with reference_server(profile=args.profile, extra=server_args(args.tp), mtp=False) as served:
+        with reference_server(profile=args.profile, tp=args.tp, mtp=False) as served:
             url, model, _, result["started_in_s"] = served
             result["decode_heavy"] = decode_heavy(url, model)
         bf16 = json.loads((args.out / "bf16.json").read_text())
@@ -137,7 +147,7 @@ def main() -> int:
             "median_tpot": without["median_tpot_ms"] / with_mtp["median_tpot_ms"],
             "duration": without["duration_s"] / with_mtp["duration_s"]}
     else:
-        with reference_server(profile=args.profile, extra=server_args(args.tp, "--quantization", "fp8")) as served:
+        with reference_server(profile=args.profile, tp=args.tp, extra=("--quantization", "fp8")) as served:
             url, model, _, result["started_in_s"] = served
             result["vllm_version"] = Endpoint(url, model).version()
             result["gate"] = gate(url, args.profile, args.out, "fp8", "-m", "preflight or tool_calling or reasoning or mtp")
