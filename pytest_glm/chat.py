@@ -58,3 +58,29 @@ def ask_concurrently(endpoint: Any, jobs: list[tuple[Case, bool]], concurrency: 
             await client.close()
 
     return asyncio.run(run())
+
+
+def rejection(exc: Any, deployment: Any = None) -> str:
+    """What to say about a failed request: the HTTP status and message, and for a server-side error the
+    exception the launched server logged (an empty HTTP 500 says nothing by itself)."""
+    status = getattr(exc, "status_code", None)
+    if status is None:
+        text = f"the request failed: {type(exc).__name__}: {exc}"
+    else:
+        text = f"the server rejected the request (HTTP {status}): {_error_message(exc) or '(empty message)'}"
+    if status is None or status >= 500:
+        logged = deployment.server_error() if deployment is not None else ""
+        text += (f"; the server log says: {logged}" if logged else
+                 "; a server-side error: its log says why" if deployment is None or not deployment.log_path else "")
+    return text
+
+
+def _error_message(exc: Any) -> str:
+    """The server's own message ('' when it sent an empty one), else the client's description."""
+    body = getattr(exc, "body", None)
+    if isinstance(body, dict):
+        inner = body.get("error", body)
+        for holder in (inner, body):
+            if isinstance(holder, dict) and "message" in holder:
+                return str(holder["message"] or "")
+    return str(exc)

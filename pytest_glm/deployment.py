@@ -13,6 +13,7 @@ import dataclasses
 import hashlib
 import json
 import os
+import re
 import signal
 import time
 from collections.abc import Callable
@@ -29,6 +30,9 @@ from pytest_glm.models import ModelSpec, guess_model, with_local_path
 from pytest_glm.profiles import Profile
 
 Say = Callable[[str], None]
+
+#: "...] ModuleNotFoundError: No module named 'x'" in a vLLM log line (after its pid/level/file prefix).
+_EXCEPTION_LINE = re.compile(r"(?:^|\]\s|\)\s)((?:[A-Za-z_][\w.]*)(?:Error|Exception|Exit): .+)$")
 
 
 @dataclass
@@ -65,6 +69,17 @@ class Deployment:
     @property
     def flags(self) -> tuple[str, ...]:
         return self.command.args if self.command else ()
+
+    def server_error(self) -> str:
+        """For an HTTP 5xx: the last exception line in the launched server's log ('' when there is no log
+        or no such line), e.g. "ModuleNotFoundError: No module named 'lmformatenforcer'"."""
+        if not self.log_path:
+            return ""
+        for line in reversed(tail(self.log_path, 400).splitlines()):
+            found = _EXCEPTION_LINE.search(line)
+            if found:
+                return found.group(1).strip()
+        return ""
 
     def mtp_expectation(self) -> tuple[bool, str]:
         """Whether MTP speculative decoding should be running here, and why (for skip and failure messages)."""

@@ -10,14 +10,15 @@ import pytest
 
 from pytest_glm.answers import Answer
 from pytest_glm.cases import Case
-from pytest_glm.chat import ask
+from pytest_glm.chat import ask, rejection
 
 
 class AnswerCache:
     """Ask each (case, streamed) once per run; later tests read the cached answer."""
 
-    def __init__(self, endpoint: Any) -> None:
+    def __init__(self, endpoint: Any, deployment: Any = None) -> None:
         self.endpoint = endpoint
+        self.deployment = deployment
         self._client = endpoint.client()
         self._answers: dict[tuple[str, bool], Answer] = {}
 
@@ -26,9 +27,8 @@ class AnswerCache:
         if key not in self._answers:
             try:
                 self._answers[key] = ask(self._client, case, self.endpoint.model, stream=stream)
-            except openai.APIStatusError as exc:
-                pytest.fail(f"case {case.id}: the server rejected the request (HTTP {exc.status_code}): "
-                            f"{_error_message(exc)}", pytrace=False)
+            except (openai.APIStatusError, openai.APIError) as exc:
+                pytest.fail(f"case {case.id}: {rejection(exc, self.deployment)}", pytrace=False)
         return self._answers[key]
 
     def close(self) -> None:
@@ -36,18 +36,7 @@ class AnswerCache:
 
 
 @pytest.fixture(scope="session")
-def glm_answers(glm_endpoint: Any) -> Any:
-    cache = AnswerCache(glm_endpoint)
+def glm_answers(glm_endpoint: Any, glm_deployment: Any) -> Any:
+    cache = AnswerCache(glm_endpoint, glm_deployment)
     yield cache
     cache.close()
-
-
-def _error_message(exc: Any) -> str:
-    body = getattr(exc, "body", None)
-    if isinstance(body, dict):
-        inner = body.get("error", body)
-        if isinstance(inner, dict) and inner.get("message"):
-            return str(inner["message"])
-        if body.get("message"):
-            return str(body["message"])
-    return str(exc)

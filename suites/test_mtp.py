@@ -16,7 +16,7 @@ import openai
 import pytest
 
 from pytest_glm.cases import load_cases
-from pytest_glm.chat import ask
+from pytest_glm.chat import ask, rejection
 from pytest_glm.metrics import SpecDecodeStats, parse
 from pytest_glm.plugin import glm_config_of
 
@@ -51,8 +51,8 @@ def test_mtp_acceptance(kind, glm_deployment, mtp_client, glm_record):
     for case in KINDS[kind]:
         try:
             ask(mtp_client, case, endpoint.model, stream=False)
-        except openai.APIStatusError as exc:
-            pytest.fail(f"case {case.id}: the server rejected the request (HTTP {exc.status_code})", pytrace=False)
+        except (openai.APIStatusError, openai.APIError) as exc:
+            pytest.fail(f"case {case.id}: {rejection(exc, glm_deployment)}", pytrace=False)
     stats = SpecDecodeStats.from_delta(parse(endpoint.metrics_text()) - before)
     thresholds = glm_deployment.profile.thresholds
     k = max(stats.per_position, default=-1) + 1 or glm_deployment.num_speculative_tokens() or 1

@@ -124,3 +124,33 @@ def test_from_response_reads_either_reasoning_name():
     msg = NS(content="hi", tool_calls=None, reasoning=None, reasoning_content="old name", model_extra={})
     resp = NS(choices=[NS(message=msg, finish_reason="stop")], usage=None)
     assert from_response(resp).reasoning == "old name"
+
+
+def test_server_side_errors_say_what_the_server_logged(tmp_path) -> None:
+    """An HTTP 500 with an empty message (vLLM 0.26 with a structured-output backend missing) is explained
+    by the last exception in the launched server's log."""
+    import httpx
+    import openai
+
+    from pytest_glm.chat import rejection
+    from pytest_glm.deployment import Deployment
+    from pytest_glm.endpoint import Endpoint
+    from pytest_glm.models import resolve_model
+    from pytest_glm.profiles import PROFILES
+
+    log = tmp_path / "vllm.log"
+    log.write_text("(APIServer pid=8) INFO ok\n(APIServer pid=8) ERROR 11-28 [serving.py:830] ModuleNotFoundError: "
+                   "No module named 'lmformatenforcer'\n(APIServer pid=8) INFO 127.0.0.1 \"POST /v1/chat\" 500\n")
+    deployment = Deployment(model=resolve_model("glm-tiny"), profile=PROFILES["cpu"], endpoint=Endpoint("http://x", "m"),
+                            vllm_version="0.26.0", command=None, launched=True, mtp=True, log_path=str(log))
+    response = httpx.Response(500, json={"error": {"message": "", "type": "InternalServerError"}},
+                              request=httpx.Request("POST", "http://x/v1/chat/completions"))
+    error = openai.InternalServerError("Error code: 500", response=response, body={"message": ""})
+    text = rejection(error, deployment)
+    assert text == ("the server rejected the request (HTTP 500): (empty message); the server log says: "
+                    "ModuleNotFoundError: No module named 'lmformatenforcer'")
+    assert rejection(error, None).endswith("; a server-side error: its log says why")
+    bad = openai.BadRequestError("Error code: 400", response=httpx.Response(400, request=response.request),
+                                 body={"message": "tool choice needs --enable-auto-tool-choice"})
+    assert rejection(bad, deployment) == ("the server rejected the request (HTTP 400): tool choice needs "
+                                          "--enable-auto-tool-choice")
