@@ -1,6 +1,6 @@
 """Fidelity: do the plugin's latency figures agree with ``vllm bench serve`` on the same server and traffic?
 
-Runs the plugin's load runner and ``vllm bench serve`` alternately (A B A B ...) against one server with the
+Runs the plugin's load runner and ``vllm bench serve`` alternately (A B, B A, A B ...) against one server with the
 same requests (random text prompts through vllm bench's custom dataset, no chat template, ignore_eos), and reports the median TTFT, TPOT and ITL of each run and the ratio plugin / vllm bench of the
 medians over all rounds. The target is every ratio within 5 % of 1.
 
@@ -37,8 +37,14 @@ def measure(url: str, model: str, tokenizer: Path, *, input_len: int, output_len
     rows = []
     for i in range(rounds):
         prompts = text_prompts(num_prompts, input_len, seed=i)  # the same requests for both clients
-        ours = figures(runner.run(workload, prompts, concurrency))
-        theirs = vllm_bench_serve(url, model, tokenizer, prompts=prompts, output_len=output_len, concurrency=concurrency)
+        if i % 2 == 0:  # A B, then B A: neither client always runs on the server the other just warmed
+            ours = figures(runner.run(workload, prompts, concurrency))
+            theirs = vllm_bench_serve(url, model, tokenizer, prompts=prompts, output_len=output_len,
+                                      concurrency=concurrency)
+        else:
+            theirs = vllm_bench_serve(url, model, tokenizer, prompts=prompts, output_len=output_len,
+                                      concurrency=concurrency)
+            ours = figures(runner.run(workload, prompts, concurrency))
         row: dict = {"round": i}
         for m in METRICS:
             row[f"plugin_median_{m}_ms"] = ours[f"median_{m}_ms"]

@@ -152,11 +152,17 @@ def main() -> int:
             result["vllm_version"] = Endpoint(url, model).version()
             result["gate"] = gate(url, args.profile, args.out, "fp8", "-m", "preflight or tool_calling or reasoning or mtp")
             result["answers"] = answers(url, model)
-        bf16 = json.loads((args.out / "bf16.json").read_text())["answers"]
-        same = [cid for cid, a in result["answers"].items() if bf16.get(cid) == a]
-        result["fp8_vs_bf16"] = {"cases": len(result["answers"]), "identical": len(same),
-                                 "agreement": len(same) / max(len(result["answers"]), 1),
-                                 "different": sorted(set(result["answers"]) - set(same))}
+        bf16_file = args.out / "bf16.json"
+        bf16 = json.loads(bf16_file.read_text()).get("answers") if bf16_file.is_file() else None
+        if bf16 is None:
+            result["fp8_vs_bf16"] = f"no BF16 answers in {bf16_file}: run `bf16 --phases answers` first"
+        else:
+            answered = {cid: a for cid, a in result["answers"].items() if "error" not in a and "error" not in bf16.get(cid, {})}
+            same = [cid for cid, a in answered.items() if bf16.get(cid) == a]
+            result["fp8_vs_bf16"] = {"cases_compared": len(answered), "identical": len(same),
+                                     "agreement": len(same) / max(len(answered), 1),
+                                     "different": sorted(set(answered) - set(same)),
+                                     "not_compared (an error on either side)": sorted(set(result["answers"]) - set(answered))}
     save()
     summary = {k: v for k, v in result.items() if k not in ("answers",)}
     if "gate" in summary:
