@@ -28,6 +28,7 @@ from pytest_glm.exceptions import DeploymentError, ServerDied
 from pytest_glm.launch import ServerProcess, free_port, tail
 from pytest_glm.models import ModelSpec, guess_model, with_local_path
 from pytest_glm.profiles import Profile
+from pytest_glm.versions import notes_for
 
 Say = Callable[[str], None]
 
@@ -107,6 +108,7 @@ class Deployment:
             f"vLLM: {self.vllm_version or 'unknown'}",
             f"MTP: {'on' if self.mtp else 'off' if self.mtp is False else 'unknown'}",
         ]
+        lines += [f"vLLM {self.vllm_version}: {note}" for note in notes_for(self.vllm_version)]
         if self.command is not None:
             lines.append(f"command: {self.command.display()}")
         if self.started_in is not None:
@@ -125,7 +127,7 @@ class Deployment:
                                             "memory_gib_each": round(p.memory_gib, 1)},
             "endpoint": self.endpoint.base_url, "served_model": self.endpoint.model,
             "how": "launched" if self.launched else ("reused" if self.reused else "existing endpoint"),
-            "vllm_version": self.vllm_version, "mtp": self.mtp,
+            "vllm_version": self.vllm_version, "vllm_notes": notes_for(self.vllm_version), "mtp": self.mtp,
             "command": self.command.display() if self.command else None,
             "serve_flags": redact(self.flags), "started_in_s": self.started_in, "memory_gib": self.memory_gib,
         }

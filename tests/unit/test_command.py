@@ -222,3 +222,13 @@ def test_api_key_in_passthrough_args_is_never_displayed() -> None:
     shown = cmd.display()
     assert "sk-1" not in shown and "sk-2" not in shown and "--api-key '***'" in shown and "--api-key=***" in shown
     assert "sk-1" in cmd.args and "--api-key=sk-2" in cmd.args  # the argv vLLM gets keeps it
+
+
+def test_version_notes() -> None:
+    from pytest_glm.versions import notes_for, parse_version
+
+    assert parse_version("0.32.0+cpu") == (0, 32, 0) and parse_version("0.26.0rc1") == (0, 26, 0)
+    assert parse_version("") == () and notes_for("") == [] and notes_for("unknown") == []
+    assert any("VLLM_ENFORCE_STRICT_TOOL_CALLING=0" in n for n in notes_for("0.32.0"))
+    assert any("lm-format-enforcer" in n for n in notes_for("0.26.0"))
+    assert not any("lm-format-enforcer" in n for n in notes_for("0.32.0"))
