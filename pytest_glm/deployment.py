@@ -28,6 +28,7 @@ from pytest_glm.exceptions import DeploymentError, ServerDied
 from pytest_glm.launch import ServerProcess, free_port, tail
 from pytest_glm.models import ModelSpec, guess_model, with_local_path
 from pytest_glm.profiles import Profile
+from pytest_glm.reaper import alive
 from pytest_glm.versions import notes_for
 
 Say = Callable[[str], None]
@@ -63,7 +64,7 @@ class Deployment:
         if self.server is not None:
             if not self.server.running():
                 raise self.server.died()
-        elif self.server_pid is not None and not _pid_alive(self.server_pid):
+        elif self.server_pid is not None and not alive(self.server_pid):
             raise ServerDied("vLLM server died (found by an xdist worker)", "",
                              tail(self.log_path) if self.log_path else "", self.log_path)
 
@@ -342,21 +343,6 @@ class DeploymentManager:
             with contextlib.suppress(ValueError):
                 signal.signal(signal.SIGTERM, self._previous_sigterm)
             self._previous_sigterm = None
-
-
-def _pid_alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    import psutil
-
-    try:
-        return psutil.Process(pid).status() != psutil.STATUS_ZOMBIE
-    except psutil.Error:
-        return False
 
 
 def _interrupt(signum: int, frame: Any) -> None:

@@ -270,7 +270,9 @@ def _threshold_value(path: Path, key: str, value: Any, default: Any) -> Any:
             merged[name] = (shape[0], shape[1])
         return MappingProxyType(merged)
     if key in ("goodput_slo_ms", "baseline_tolerance"):
-        allowed = ("ttft", "tpot", "e2el") if key == "goodput_slo_ms" else None
+        from pytest_glm.slo import GOODPUT_KEYS
+
+        allowed = GOODPUT_KEYS if key == "goodput_slo_ms" else None
         if not isinstance(value, dict) or not all(_number(v) for v in value.values()):
             raise _bad(path, key, "a table of name = number", value)
         if allowed and (unknown := set(value) - set(allowed)):
