@@ -345,22 +345,20 @@ def _glm_sync_client(glm_endpoint: Endpoint) -> Iterator[Any]:
 
 @pytest.fixture
 def glm_client(glm_deployment: Deployment, _glm_sync_client: Any) -> Any:
-    """``openai.OpenAI`` client of the deployment (timeout: --glm-request-timeout)."""
-    glm_deployment.check_alive()
+    """``openai.OpenAI`` client of the deployment (timeout: --glm-request-timeout). A dead server fails the
+    test before this runs (``_glm_server_share``)."""
     return _glm_sync_client
 
 
 @pytest.fixture
 def glm_async_client(glm_deployment: Deployment) -> Any:
     """A fresh ``openai.AsyncOpenAI`` client of the deployment, for one test's event loop."""
-    glm_deployment.check_alive()
     return glm_deployment.endpoint.async_client()
 
 
 @pytest.fixture
 def glm_load_runner(glm_deployment: Deployment) -> LoadRunner:
     """The load runner aimed at the deployment (random-token prompts, streamed, timed per chunk)."""
-    glm_deployment.check_alive()
     ep = glm_deployment.endpoint
     return LoadRunner(ep.base_url, ep.model, ep.api_key, read_timeout=ep.request_timeout)
 
