@@ -79,6 +79,8 @@ def test_latency_slo(slo_cell, glm_deployment, glm_load_runner, glm_baseline, be
         limit = limits.get(figure)
         op = "" if limit is None else ("<=" if lower_is_better(figure) else ">=")
         glm_record("slo", check_name, figure, measured.get(figure), limit, op, " ms" if figure.endswith("_ms") else "")
+    if result.retried:  # sent again after the server closed their kept-alive connection (see pytest_glm.load)
+        glm_record("slo", check_name, "retried_requests", result.retried, None, "", "")
     if glm_plots_dir is not None:
         done = result.completed
         save_samples(glm_plots_dir, check_name, workload.name, batch, [r.ttft * 1000 for r in done],

@@ -249,3 +249,25 @@ def test_after_death(i, glm_client, glm_endpoint):
     assert out.count("vLLM server died") >= 6
     assert "--- last lines of the vLLM log ---" in out and "fake-vllm serve" in out
     assert elapsed < 60, f"the run took {elapsed:.0f} s"
+
+
+def test_server_has_its_own_process_group_in_our_session(tmp_path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Its own group so that killpg ends all of it; our session, because a new session is a new scheduler
+    autogroup on Linux, and the client's group then starved behind the server's busy threads (launch.py)."""
+    from pytest_glm.launch import VLLMExecutor
+
+    monkeypatch.setenv("FAKE_VLLM_MODE", "serve")
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]
+    with open(tmp_path / "log", "w") as log:
+        executor = VLLMExecutor([sys.executable, str(FAKE_VLLM), "serve", "m", "--port", str(port)],
+                                url=f"http://127.0.0.1:{port}/health", log=log, env=dict(os.environ), timeout=30)
+        executor.start()
+        try:
+            pid = executor.process.pid
+            assert os.getpgid(pid) == pid
+            assert os.getsid(pid) == os.getsid(0)
+        finally:
+            executor.stop()
+    assert executor.process is None

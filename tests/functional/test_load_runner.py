@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import pytest
 
+from pytest_glm import load
 from pytest_glm.load import LoadRunner, Workload, random_prompts
 from pytest_glm.slo import figures
 from tests.helpers.stream_stub import StubInThread
@@ -45,3 +46,26 @@ def test_unreachable_server_and_deadline() -> None:
     with StubInThread(delay=0.5) as url:
         result = LoadRunner(url, "stub").run(Workload("w", 4, 50), [[1]], 1, deadline=1.0)
     assert result.errors == ["not finished within the run's deadline of 1 s"]
+
+
+def test_a_request_dropped_on_a_kept_alive_connection_is_sent_again(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The server's keep-alive timer can close a connection as the next request goes out on it (vLLM's is 5 s,
+    and a stalled server overshoots it); that request is sent again on a new connection and counted."""
+    with StubInThread(drop="reused") as url:
+        result = LoadRunner(url, "stub").run(Workload("w", 4, 5), random_prompts(12, 4, 100), concurrency=3)
+        assert result.errors == []
+        assert len(result.completed) == 12
+        assert all(r.output_tokens == 5 for r in result.records)
+        assert result.retried >= 3  # at least the first request after each of the first wave's connections
+
+        monkeypatch.setattr(load, "_STALE_RETRIES", 0)  # the same drops, not sent again: they are failures
+        result = LoadRunner(url, "stub").run(Workload("w", 4, 5), random_prompts(12, 4, 100), concurrency=3)
+        assert result.retried == 0
+        assert len(result.errors) >= 3 and all("ServerDisconnectedError" in e for e in result.errors)
+
+
+def test_a_request_dropped_on_a_fresh_connection_fails() -> None:
+    with StubInThread(drop="all") as url:
+        result = LoadRunner(url, "stub").run(Workload("w", 4, 5), random_prompts(4, 4, 100), concurrency=2)
+    assert result.retried == 0
+    assert len(result.errors) == 4 and all("ServerDisconnectedError" in e for e in result.errors)

@@ -17,11 +17,19 @@ import time
 from aiohttp import web
 
 
-def make_app(delay: float = 0.0, fail_every: int = 0, tokens_per_chunk: int = 1) -> web.Application:
+def make_app(delay: float = 0.0, fail_every: int = 0, tokens_per_chunk: int = 1,
+             drop: str = "") -> web.Application:
+    """``drop="reused"``: close a connection without answering when a second request comes on it (a keep-alive
+    timer that fired as the request arrived); ``drop="all"``: close every connection without answering."""
     counter = {"n": 0}
+    served: dict[object, int] = {}
 
     async def completions(request: web.Request) -> web.StreamResponse:
         body = await request.json()
+        served[request.protocol] = served.get(request.protocol, 0) + 1
+        if drop == "all" or (drop == "reused" and served[request.protocol] > 1):
+            request.transport.close()
+            raise web.HTTPServiceUnavailable()  # never reaches the client: the connection is gone
         counter["n"] += 1
         if fail_every and counter["n"] % fail_every == 0:
             return web.json_response({"error": {"message": "stub failure"}}, status=500)
