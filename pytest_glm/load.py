@@ -5,9 +5,8 @@ ids (exact length, no re-tokenisation drift), ``ignore_eos`` makes every request
 ``output_len`` tokens, each streamed chunk that carries a choice is timestamped on arrival (the first one is
 the TTFT, the gaps between the others are the ITLs), and token counts come from the server's ``usage``.
 
-Transport is aiohttp with kept-alive connections, as ``vllm bench serve`` uses (a fresh connection per request
-measured 2.3x its median TTFT on the CPU reference), a read timeout on every request and a deadline on the whole
-run. Reuse races the server's keep-alive timer (vLLM: 5 s): a server whose event loop stalls past it closes an
+Transport is aiohttp with kept-alive connections, as ``vllm bench serve`` uses, a read timeout on every request
+and a deadline on the whole run. Reuse races the server's keep-alive timer (vLLM: 5 s): a server whose event loop stalls past it closes an
 idle connection just as the next request goes out on it. Such a request, dropped on a *reused* connection before
 any response came back, is sent once more on a new one, as HTTP clients do; its time counts from the first
 attempt and the retry is counted (``LoadResult.retried``). A drop on a fresh connection is a failure. Figures are computed elsewhere (:mod:`pytest_glm.slo`); this module only records.
@@ -87,6 +86,7 @@ class LoadResult:
     concurrency: int
     records: list[RequestRecord]
     duration: float
+    client_lag: float = 0.0  # the most this client's event loop woke up late during the run, seconds
 
     @property
     def completed(self) -> list[RequestRecord]:
@@ -145,15 +145,18 @@ class LoadRunner:
                     await self._request(session, prompt, workload.output_len, record, extra_body)
 
             began = time.perf_counter()
+            lag = _LoopLag()
+            watcher = asyncio.ensure_future(lag.watch())
             tasks = [asyncio.ensure_future(one(p, r)) for p, r in zip(prompts, records, strict=True)]
             _, pending = await asyncio.wait(tasks, timeout=deadline)
+            watcher.cancel()
             for task, record in zip(tasks, records, strict=True):
                 if task in pending:
                     task.cancel()
                     record.error = f"not finished within the run's deadline of {deadline:.0f} s"
             await asyncio.gather(*pending, return_exceptions=True)
             duration = time.perf_counter() - began
-        return LoadResult(workload, concurrency, records, duration)
+        return LoadResult(workload, concurrency, records, duration, lag.worst)
 
     async def _request(self, session: aiohttp.ClientSession, prompt: list[int] | str, output_len: int,
                        record: RequestRecord, extra_body: dict | None) -> None:
@@ -228,3 +231,19 @@ class _Attempt:
 async def _mark_reused(session: aiohttp.ClientSession, context, params) -> None:
     if isinstance(context.trace_request_ctx, _Attempt):
         context.trace_request_ctx.reused = True
+
+
+class _LoopLag:
+    """How late the client's event loop wakes up. Every chunk is timestamped when the loop gets to it, so a
+    client that is starved of CPU (or swamped) reports its own delays as the server's latency."""
+
+    PERIOD = 0.01
+
+    def __init__(self) -> None:
+        self.worst = 0.0
+
+    async def watch(self) -> None:
+        while True:
+            before = time.perf_counter()
+            await asyncio.sleep(self.PERIOD)
+            self.worst = max(self.worst, time.perf_counter() - before - self.PERIOD)

@@ -69,3 +69,24 @@ def test_a_request_dropped_on_a_fresh_connection_fails() -> None:
         result = LoadRunner(url, "stub").run(Workload("w", 4, 5), random_prompts(4, 4, 100), concurrency=2)
     assert result.retried == 0
     assert len(result.errors) == 4 and all("ServerDisconnectedError" in e for e in result.errors)
+
+
+def test_a_held_up_client_loop_is_measured() -> None:
+    """A client that cannot run timestamps chunks late; the run says how late its loop woke up."""
+    import asyncio
+    import time
+
+    async def hold_up_then_run(url: str):
+        async def hog() -> None:
+            await asyncio.sleep(0.05)
+            time.sleep(0.3)  # blocks the loop, as a starved process would be
+
+        hogging = asyncio.ensure_future(hog())
+        result = await LoadRunner(url, "stub").run_async(Workload("w", 4, 40), random_prompts(2, 4, 100), 2)
+        await hogging
+        return result
+
+    with StubInThread(delay=0.01) as url:
+        result = asyncio.run(hold_up_then_run(url))
+    assert result.errors == []
+    assert result.client_lag >= 0.25
