@@ -18,7 +18,7 @@ import pytest
 from pytest_glm.command import ServeOptions
 from pytest_glm.exceptions import ConfigError
 from pytest_glm.models import DEFAULT_MODEL, ModelSpec, resolve_model
-from pytest_glm.profiles import Profile, check_fit, load_thresholds, resolve_profile
+from pytest_glm.profiles import Profile, check_fit, for_reference_model, load_thresholds, resolve_profile
 
 API_KEY_ENV = "GLM_API_KEY"
 
@@ -204,6 +204,8 @@ def resolve(values: dict[str, Any]) -> GLMConfig:
     else:
         model = None if base_url else resolve_model(DEFAULT_MODEL)
     profile = resolve_profile(values["profile"] or "auto")
+    if model is not None and model.reference:
+        profile = for_reference_model(profile)
     if values["thresholds"]:
         profile = replace(profile, thresholds=load_thresholds(Path(values["thresholds"]).expanduser(), profile.thresholds))
     if base_url is None and model is not None:

@@ -151,9 +151,9 @@ def test_threshold_file(tmp_path: Path) -> None:
 
 
 def test_threshold_file_slo_tables(tmp_path: Path) -> None:
-    from pytest_glm.profiles import load_thresholds
+    from pytest_glm.profiles import for_reference_model, load_thresholds
 
-    base = resolve_profile("cpu").thresholds
+    base = for_reference_model(resolve_profile("cpu")).thresholds
     path = tmp_path / "t.toml"
     path.write_text("mtp_position_acceptance = [0.9, 0.6, 0.4]\n[slo.default]\np99_itl_ms = 100\n[slo.balanced]\np99_ttft_ms = 500\n[slo.balanced.8]\n"
                     "median_ttft_ms = 50\noutput_throughput = 1000\n[workloads]\nlong_prompt = [4000, 10]\n"
@@ -162,7 +162,8 @@ def test_threshold_file_slo_tables(tmp_path: Path) -> None:
     at8, at4 = t.slo_limits("balanced", 8), t.slo_limits("balanced", 4)
     assert (at8["median_ttft_ms"], at8["p99_ttft_ms"], at8["p99_itl_ms"], at8["output_throughput"]) == (50, 500, 100, 1000)
     assert at4["median_ttft_ms"] == base.slo_limits("balanced", 4)["median_ttft_ms"]  # the profile's stays
-    assert t.slo_limits("decode_heavy", 1)["p99_itl_ms"] == 100
+    assert at4["p99_ttft_ms"] == 500  # the file's [slo.balanced] replaces the profile's per-batch value
+    assert t.slo_limits("decode_heavy", 1)["p99_itl_ms"] == 100  # and its [slo.default] every cell's
     assert t.workloads["long_prompt"] == (4000, 10) and t.workloads["balanced"] == base.workloads["balanced"]
     assert t.baseline_tolerance == {"default": 0.10, "p99_itl_ms": 0.25}
     assert t.goodput_slo_ms["ttft"] == 900 and t.goodput_slo_ms["tpot"] == base.goodput_slo_ms["tpot"]
@@ -198,3 +199,32 @@ def test_prompt_vocab_of_checkpoints(tmp_path: Path) -> None:
     config.update(vocab_size=151552, eos_token_id=[151329, 151336, 151338], pad_token_id=151329)
     (d / "config.json").write_text(json.dumps(config))
     assert spec_from_directory(d).prompt_vocab == 151329
+
+
+def test_latency_limits_are_the_reference_models_only() -> None:
+    """Measured limits (pytest_glm/thresholds/<profile>.reference.toml) judge the reference models; a real
+    model on the same profile gets none, so its cells skip unless --glm-thresholds or a baseline says more."""
+    from pytest_glm.config import option_defaults, resolve
+
+    def thresholds(profile: str, model: str):
+        values = {**option_defaults(), "profile": profile, "model": model, "base_url": "http://127.0.0.1:1"}
+        return resolve(values).profile.thresholds
+
+    tiny = thresholds("cpu", "glm-tiny")
+    assert tiny.slo_limits("balanced", 8)["median_ttft_ms"] > 0 and tiny.goodput_slo_ms["ttft"] > 0
+    assert thresholds("h200x1", "glm-tiny").batch_sizes == (1, 16, 64)
+    assert thresholds("h200x1", "glm-tiny").slo_limits("decode_heavy", 64)["median_tpot_ms"] > 0
+    real = thresholds("h200x8", "zai-org/GLM-4.7-FP8")
+    assert real.slo == {} and real.batch_sizes == (1, 16, 32, 64, 128, 256, 512)
+    assert thresholds("h100x1", "glm-tiny").slo == {}  # not measured there yet
+
+
+def test_every_shipped_reference_threshold_file_loads() -> None:
+    from pytest_glm.profiles import PROFILES, REFERENCE_THRESHOLDS, for_reference_model
+
+    files = sorted(REFERENCE_THRESHOLDS.glob("*.reference.toml"))
+    assert files
+    for path in files:
+        name = path.name.removesuffix(".reference.toml")
+        assert name in PROFILES, f"{path.name} names no profile"
+        assert for_reference_model(PROFILES[name]).thresholds.slo
