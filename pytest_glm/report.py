@@ -151,7 +151,9 @@ class RunReport:
             figures = [f for f in self.figures if f.suite == suite]
             c = self.counts(suite)
             lines = []
-            if figures:
+            if _as_matrix(figures):
+                lines += _matrix(figures)
+            elif figures:
                 w_check = max(len("check"), *(len(f.check) for f in figures))
                 w_fig = max(len("figure"), *(len(f.figure) for f in figures))
                 lines.append(f"{'check':<{w_check}}  {'figure':<{w_fig}}  {'measured':>12}  {'threshold':>14}  result")
@@ -168,6 +170,54 @@ class RunReport:
             out.append((f"pytest-glm: {suite} — {'FAIL' if _suite_failed(c, figures) else 'pass'}",
                         [self.scrub(line) for line in lines]))
         return out
+
+
+#: Column headers of the matrix layout for figures whose names are long.
+_SHORT = {"output_throughput": "out tok/s", "request_throughput": "req/s", "total_token_throughput": "tok/s",
+          "request_goodput": "good req/s", "goodput_ratio": "goodput", "client_lag_ms": "client lag",
+          "retried_requests": "retried"}
+_STATS = {"median": "med", "mean": "mean", "p90": "p90", "p99": "p99"}
+
+
+def _as_matrix(figures: list[Figure]) -> bool:
+    """Many checks measuring the same figures (the latency cells): one row per check reads better than one
+    row per figure."""
+    checks = {f.check for f in figures}
+    return len(checks) >= 4 and len(figures) >= 4 * len(checks)
+
+
+def _header(figure: str) -> str:
+    if figure in _SHORT:
+        return _SHORT[figure]
+    stat, _, rest = figure.partition("_")
+    if stat in _STATS and rest.endswith("_ms"):
+        return f"{rest.removesuffix('_ms')} {_STATS[stat]}"
+    return figure
+
+
+def _matrix(figures: list[Figure]) -> list[str]:
+    """A row of measured values per check, and under it a row of its limits; ``!`` marks a value beyond."""
+    columns = list(dict.fromkeys(f.figure for f in figures))
+    checks = list(dict.fromkeys(f.check for f in figures))
+    cell = {(f.check, f.figure): f for f in figures}
+
+    def measured(f: Figure | None) -> str:
+        if f is None:
+            return ""
+        return ("n/a" if f.value is None else _num(f.value)) + ("!" if f.passed is False else "")
+
+    def limit(f: Figure | None) -> str:
+        return f"{f.op}{_num(f.limit)}" if f is not None and f.op and f.limit is not None else ""
+
+    rows = [("check", [_header(c) for c in columns])]
+    for check in checks:
+        rows.append((check, [measured(cell.get((check, c))) for c in columns]))
+        rows.append(("  limit", [limit(cell.get((check, c))) for c in columns]))
+    w_first = max(len(r[0]) for r in rows)
+    widths = [max(len(r[1][i]) for r in rows) for i in range(len(columns))]
+    lines = [f"{first:<{w_first}}  " + "  ".join(f"{v:>{w}}" for v, w in zip(values, widths, strict=True))
+             for first, values in rows]
+    return [*lines, "latencies (ttft, tpot, itl, e2el, client lag) in ms; ! marks a figure beyond its limit"]
 
 
 def _suite_failed(counts: dict[str, int], figures: list[Figure]) -> bool:

@@ -90,3 +90,23 @@ def test_setup_errors_and_skips() -> None:
     assert report.outcomes["t::a"].outcome == "error" and "server died" in report.outcomes["t::a"].message
     assert report.outcomes["t::b"].outcome == "skipped" and "MTP is not expected" in report.outcomes["t::b"].message
     assert report.verdict() == "fail"
+
+
+def test_many_cells_of_the_same_figures_read_as_one_row_each() -> None:
+    props: list = []
+    record = recorder(lambda name, value: props.append((name, value)))
+    for cell in ("prompt_heavy-b1", "prompt_heavy-b8", "balanced-b1", "balanced-b8"):
+        record("slo", cell, "median_ttft_ms", 20.0, 100.0, "<=", " ms")
+        record("slo", cell, "p99_itl_ms", 250.0 if cell == "balanced-b8" else 8.0, 50.0, "<=", " ms")
+        record("slo", cell, "output_throughput", 2500.0, 850.0, ">=")
+        record("slo", cell, "goodput_ratio", 1.0, 0.9, ">=")
+    report = RunReport()
+    for r in phases("suites/test_slo.py::test_latency_slo[x]", "slo", "failed", props):
+        report.add(r)
+    (title, lines), = report.tables()
+    assert title == "pytest-glm: slo — FAIL"
+    assert lines[0].split() == ["check", "ttft", "med", "itl", "p99", "out", "tok/s", "goodput"]
+    row = next(line for line in lines if line.startswith("balanced-b8"))
+    assert row.split() == ["balanced-b8", "20", "250!", "2500", "1"]
+    assert lines[lines.index(row) + 1].split() == ["limit", "<=100", "<=50", ">=850", ">=0.9"]
+    assert sum(line.startswith("prompt_heavy-b") for line in lines) == 2  # one row per cell, not per figure
