@@ -72,7 +72,8 @@ def _round(value: float, up: bool = True) -> float:
     if value <= 0:
         return 0.0
     step = 10 ** (math.floor(math.log10(value)) - 1)
-    return (math.ceil if up else math.floor)(value / step - 1e-9 if up else value / step + 1e-9) * step
+    steps = value / step
+    return (math.ceil(steps - 1e-9) if up else math.floor(steps + 1e-9)) * step  # 1e-9: float noise
 
 
 def to_toml(profile: str, sources: list[str], worst: dict[tuple[str, int], dict[str, float]],

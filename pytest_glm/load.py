@@ -5,11 +5,13 @@ ids (exact length, no re-tokenisation drift), ``ignore_eos`` makes every request
 ``output_len`` tokens, each streamed chunk that carries a choice is timestamped on arrival (the first one is
 the TTFT, the gaps between the others are the ITLs), and token counts come from the server's ``usage``.
 
-Transport is aiohttp with kept-alive connections, as ``vllm bench serve`` uses, a read timeout on every request
-and a deadline on the whole run. Reuse races the server's keep-alive timer (vLLM: 5 s): a server whose event loop stalls past it closes an
-idle connection just as the next request goes out on it. Such a request, dropped on a *reused* connection before
-any response came back, is sent once more on a new one, as HTTP clients do; its time counts from the first
-attempt and the retry is counted (``LoadResult.retried``). A drop on a fresh connection is a failure. Figures are computed elsewhere (:mod:`pytest_glm.slo`); this module only records.
+Transport is aiohttp with kept-alive connections, as ``vllm bench serve`` uses, a read timeout on every
+request and a deadline on the whole run. Reuse races the server's keep-alive timer (vLLM: 5 s): a server whose
+event loop stalls past it closes an idle connection just as the next request goes out on it. Such a request,
+dropped on a *reused* connection before any response came back, is sent once more on a new one, as HTTP
+clients do; its time counts from the first attempt and the retry is counted (``LoadResult.retried``). A drop
+on a fresh connection is a failure. Figures are computed elsewhere (:mod:`pytest_glm.slo`); this module only
+records.
 """
 
 from __future__ import annotations
@@ -154,7 +156,7 @@ class LoadRunner:
                 if task in pending:
                     task.cancel()
                     record.error = f"not finished within the run's deadline of {deadline:.0f} s"
-            await asyncio.gather(*pending, return_exceptions=True)
+            await asyncio.gather(*pending, watcher, return_exceptions=True)
             duration = time.perf_counter() - began
         return LoadResult(workload, concurrency, records, duration, lag.worst)
 

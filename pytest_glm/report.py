@@ -113,9 +113,7 @@ class RunReport:
         return {k: c.get(k, 0) for k in ("passed", "failed", "error", "skipped")}
 
     def verdict(self) -> str:
-        c = self.counts()
-        failed_figure = any(f.passed is False for f in self.figures)
-        return "fail" if c["failed"] or c["error"] or failed_figure else "pass"
+        return "fail" if _suite_failed(self.counts(), self.figures) else "pass"
 
     def suites_seen(self) -> list[str]:
         seen = {o.suite for o in self.outcomes.values()}
@@ -128,8 +126,7 @@ class RunReport:
             figures = [f for f in self.figures if f.suite == suite]
             counts = self.counts(suite)
             suites[suite] = {
-                "verdict": "fail" if counts["failed"] or counts["error"] or any(f.passed is False for f in figures)
-                else "pass",
+                "verdict": "fail" if _suite_failed(counts, figures) else "pass",
                 "tests": counts,
                 "figures": [f.to_json() for f in figures],
                 "cases": [{"nodeid": o.nodeid, "outcome": o.outcome, "duration_s": round(o.duration_s, 3),

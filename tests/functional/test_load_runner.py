@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import asyncio
+import time
+
 import pytest
 
 from pytest_glm import load
@@ -75,9 +78,6 @@ def test_a_request_dropped_on_a_fresh_connection_fails() -> None:
 
 def test_a_held_up_client_loop_is_measured() -> None:
     """A client that cannot run timestamps chunks late; the run says how late its loop woke up."""
-    import asyncio
-    import time
-
     async def hold_up_then_run(url: str):
         async def hog() -> None:
             await asyncio.sleep(0.05)
