@@ -38,20 +38,29 @@ class Served(NamedTuple):
     started_in: float
 
 
+def launch_reference(model: str = "glm-tiny", profile: str = "cpu", extra: tuple[str, ...] = (),
+                     mtp: bool | None = None, tp: int | None = None, log_dir: Path | None = None,
+                     name: str = "") -> tuple[ServerProcess, Served]:
+    """Start a reference model as the suites would serve it for a benchmark (prefix caching off); blocks
+    until it is healthy. The caller stops the returned process."""
+    spec = with_local_path(resolve_model(model), ensure_reference_model(model, cache_dir()))
+    command = build_serve_command(spec, resolve_profile(profile),
+                                  ServeOptions(prefix_caching=False, extra_args=extra, mtp=mtp, tp=tp))
+    log = (log_dir or Path(tempfile.mkdtemp(prefix="glm-bench-"))) / f"vllm-server{'-' + name if name else ''}.log"
+    server = ServerProcess(command, resolve_vllm(None), log, host="127.0.0.1", port=free_port(), startup_timeout=900)
+    print(f"starting {name or model}: {command.display()}\n  log: {log}", flush=True)
+    server.start()
+    print(f"{name or model} ready in {server.started_in:.1f} s", flush=True)
+    return server, Served(server.base_url, command.served_model_name, Path(spec.source), server.started_in or 0.0)
+
+
 @contextlib.contextmanager
 def reference_server(model: str = "glm-tiny", profile: str = "cpu", extra: tuple[str, ...] = (),
                      mtp: bool | None = None, tp: int | None = None) -> Iterator[Served]:
     """Serve a reference model as the suites would for a benchmark (prefix caching off)."""
-    spec = with_local_path(resolve_model(model), ensure_reference_model(model, cache_dir()))
-    command = build_serve_command(spec, resolve_profile(profile),
-                                  ServeOptions(prefix_caching=False, extra_args=extra, mtp=mtp, tp=tp))
-    log = Path(tempfile.mkdtemp(prefix="glm-bench-")) / "vllm-server.log"
-    server = ServerProcess(command, resolve_vllm(None), log, host="127.0.0.1", port=free_port(), startup_timeout=900)
-    print(f"starting {command.display()}\n  log: {log}", flush=True)
-    server.start()
-    print(f"ready in {server.started_in:.1f} s", flush=True)
+    server, served = launch_reference(model, profile, extra, mtp, tp)
     try:
-        yield Served(server.base_url, command.served_model_name, Path(spec.source), server.started_in or 0.0)
+        yield served
     finally:
         server.stop()
 
