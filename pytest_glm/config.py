@@ -76,6 +76,10 @@ OPTIONS: tuple[Option, ...] = (
     Option("baseline", "A stored run of the slo suite (pytest-benchmark JSON: --benchmark-json=FILE, or a file "
            "that --benchmark-save wrote); every latency figure worse than it by more than its tolerance "
            "(default 10 %) fails. The check to run when a new vLLM wheel comes out."),
+    Option("compare", "An earlier --glm-report of the same model and profile (the deployment in service): "
+           "every test whose outcome changed and every figure that moved beyond its tolerance is shown; a new "
+           "failure or a figure worse than its tolerance fails the run. The check to run when a new vLLM wheel "
+           "comes out (docs/vllm-versions.md)."),
     Option("report", "Write the JSON report here: verdict, deployment, and per suite every figure with its "
            "threshold and every test's outcome (format: docs/report.md)."),
     Option("plots", "Write PNG plots here: TTFT/ITL distributions per workload and batch size, MTP acceptance "
@@ -104,6 +108,7 @@ class GLMConfig:
     server_log: Path | None
     cache_dir: Path
     baseline: Path | None = None
+    compare: Path | None = None
     mtp_equivalence: bool = False
     report: Path | None = None
     plots: Path | None = None
@@ -249,6 +254,7 @@ def resolve(values: dict[str, Any]) -> GLMConfig:
         keep_server=bool(values["keep_server"]),
         server_log=Path(values["server_log"]).expanduser() if values["server_log"] else None,
         cache_dir=Path(cache).expanduser(),
-        baseline=baseline, mtp_equivalence=bool(values["mtp_equivalence"]),
+        baseline=baseline, compare=Path(values["compare"]).expanduser() if values["compare"] else None,
+        mtp_equivalence=bool(values["mtp_equivalence"]),
         report=Path(values["report"]).expanduser() if values["report"] else None, plots=plots,
     )

@@ -21,7 +21,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from pytest_glm.command import ServeCommand, build_serve_command, redact, resolve_vllm, without_mtp
+from pytest_glm.command import ServeCommand, VLLMEntry, build_serve_command, redact, resolve_vllm, without_mtp
 from pytest_glm.config import GLMConfig
 from pytest_glm.endpoint import Endpoint, probe
 from pytest_glm.exceptions import DeploymentError, ServerDied
@@ -217,7 +217,7 @@ class DeploymentManager:
     def _launch(self, say: Say, benchmark: bool = False) -> Deployment:
         cfg = self.config
         assert cfg.model is not None
-        entry = resolve_vllm(cfg.vllm)
+        entry = resolve_vllm(cfg.vllm, cfg.cache_dir)
         model = cfg.model
         if model.reference:
             from pytest_glm.reference import ensure_reference_model
@@ -230,7 +230,7 @@ class DeploymentManager:
         command = build_serve_command(model, cfg.profile, serve)
         endpoint_model = command.served_model_name
 
-        reused = self._reuse(command, endpoint_model) if cfg.keep_server else None
+        reused = self._reuse(command, endpoint_model, entry) if cfg.keep_server else None
         if reused is not None:
             say(f"reusing the server kept by an earlier run at {reused.endpoint.base_url}")
             return dataclasses.replace(reused, model=model)
@@ -259,7 +259,7 @@ class DeploymentManager:
                                 memory_gib=server.memory_gib(), server=server)
         say(f"vLLM {deployment.vllm_version} ready at {server.base_url} {deployment.readiness()}")
         if cfg.keep_server:
-            self._record(command, deployment)
+            self._record(command, entry, deployment)
         return deployment
 
     def _server_env(self) -> dict[str, str]:
@@ -274,7 +274,7 @@ class DeploymentManager:
         if deployment.command is None:
             raise DeploymentError("the MTP-off twin needs a deployment this run launched (its command is known)")
         cfg = self.config
-        entry = resolve_vllm(cfg.vllm)
+        entry = resolve_vllm(cfg.vllm, cfg.cache_dir)
         command = without_mtp(deployment.command)
         log_path = self.log_dir / "vllm-server-mtp-off.log"
         server = ServerProcess(command, entry, log_path, host=cfg.serve.host, port=free_port(cfg.serve.host),
@@ -290,18 +290,20 @@ class DeploymentManager:
         return twin
 
     # -- kept servers ------------------------------------------------------------------------------
-    def _record_path(self, command: ServeCommand) -> Path:
-        key = json.dumps([command.model, command.args, sorted(command.env.items()), bool(self.config.api_key)])
+    def _record_path(self, command: ServeCommand, entry: VLLMEntry) -> Path:
+        """One record per command *and* vLLM: a server kept for one vLLM version is never reused for another."""
+        key = json.dumps([command.model, command.args, sorted(command.env.items()), bool(self.config.api_key),
+                          entry.executable, entry.version])
         return self.config.cache_dir / "servers" / f"{hashlib.sha256(key.encode()).hexdigest()[:16]}.json"
 
-    def _record(self, command: ServeCommand, deployment: Deployment) -> None:
-        path = self._record_path(command)
+    def _record(self, command: ServeCommand, entry: VLLMEntry, deployment: Deployment) -> None:
+        path = self._record_path(command, entry)
         path.parent.mkdir(parents=True, exist_ok=True)
         pid = deployment.server.executor.pid if deployment.server and deployment.server.executor else None
         path.write_text(json.dumps({"pid": pid, "state": deployment.to_state()}))
 
-    def _reuse(self, command: ServeCommand, served: str) -> Deployment | None:
-        path = self._record_path(command)
+    def _reuse(self, command: ServeCommand, served: str, entry: VLLMEntry) -> Deployment | None:
+        path = self._record_path(command, entry)
         try:
             record = json.loads(path.read_text())
             os.kill(int(record["pid"]), 0)

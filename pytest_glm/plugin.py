@@ -19,7 +19,7 @@ from typing import Any
 
 import pytest
 
-from pytest_glm import baseline
+from pytest_glm import baseline, compare, versions
 from pytest_glm.config import GLMConfig, add_options, read_options, resolve
 from pytest_glm.deployment import Deployment, DeploymentManager
 from pytest_glm.endpoint import Endpoint
@@ -59,10 +59,15 @@ def pytest_configure(config: pytest.Config) -> None:
     try:
         glm_config = resolve(read_options(config))
         stored = baseline.load(glm_config.baseline) if glm_config.baseline else None
+        earlier = compare.load(glm_config.compare) if glm_config.compare else None
+        if earlier is not None:
+            compare.refuse_other_target(earlier, glm_config.compare, glm_config.model.model_id if glm_config.model
+                                        else None, glm_config.profile.name)
     except ConfigError as exc:
         raise pytest.UsageError(str(exc)) from None
     session = GLMSession(config, glm_config)
     session.baseline = stored
+    session.earlier = earlier
     config.stash[_manager_key] = session
     config.pluginmanager.register(session, "glm_session")
     if config.pluginmanager.hasplugin("xdist") and (session.is_worker or _xdist_active(config)):
@@ -95,6 +100,8 @@ class GLMSession:
         self.manager: DeploymentManager | None = None
         self.worker_deployment: Deployment | None = None
         self.baseline: dict[str, baseline.Cell] | None = None
+        self.earlier: dict[str, Any] | None = None  # the --glm-compare report
+        self.comparison: compare.Comparison | str | None = None  # the diff, or why there is none
         self.twin: Deployment | DeploymentError | None = None
         self.benchmark = False
         self.report = RunReport(scrub_secret=glm_config.api_key)
@@ -227,6 +234,14 @@ class GLMSession:
             terminalreporter.write_sep("-", title, red="FAIL" in title.split("—")[-1], green="pass" in title)
             for line in lines:
                 terminalreporter.write_line(line)
+        if isinstance(self.comparison, compare.Comparison):
+            terminalreporter.write_sep("-", self.comparison.title(), red=self.comparison.failed,
+                                       green=not self.comparison.failed)
+            for line in self.comparison.lines():
+                terminalreporter.write_line(self.report.scrub(line))
+        elif self.comparison:
+            terminalreporter.write_sep("-", "pytest-glm: comparison refused", red=True)
+            terminalreporter.write_line(self.comparison)
         deployment = self.manager.deployment if self.manager is not None else None
         if deployment is not None:
             terminalreporter.write_sep("-", "pytest-glm: deployment under test")
@@ -240,6 +255,10 @@ class GLMSession:
         self._stop_twin()
         if not self.is_worker:
             self._write_outputs()
+            failed_comparison = isinstance(self.comparison, str) or (
+                isinstance(self.comparison, compare.Comparison) and self.comparison.failed)
+            if failed_comparison and session.exitstatus == pytest.ExitCode.OK:
+                session.exitstatus = pytest.ExitCode.TESTS_FAILED
         if self.manager is not None:
             self.manager.stop(self.say)
 
@@ -247,9 +266,12 @@ class GLMSession:
         """The JSON report and the plots (only when asked, and only if some suite ran)."""
         deployment = self.manager.deployment if self.manager is not None else None
         described = deployment.to_report() if deployment is not None else None
+        if self.earlier is not None and self.report.outcomes:
+            self.comparison = self._compare(described)
+        comparison = self.comparison if isinstance(self.comparison, compare.Comparison) else None
         written = []
         if self.glm.report is not None and self.report.outcomes:
-            self.report.write_json(self.glm.report, described)
+            self.report.write_json(self.glm.report, described, comparison)
             written.append(f"pytest-glm report: {self.glm.report}")
         if self.glm.plots is not None and self.report.outcomes:
             from pytest_glm.plots import render
@@ -259,6 +281,21 @@ class GLMSession:
             for path in render(self.glm.plots, self.report.figures, self.report.scrub(title)):
                 written.append(f"pytest-glm plot: {path}")
         self._written = written
+
+    def _compare(self, described: dict[str, Any] | None) -> compare.Comparison | str:
+        """This run against --glm-compare; a message instead when the endpoint turned out to serve another
+        model (recognised only once it was reached)."""
+        assert self.earlier is not None and self.glm.compare is not None
+        current = self.report.to_json(described)
+        model = (current.get("deployment") or {}).get("model")
+        try:
+            compare.refuse_other_target(self.earlier, self.glm.compare, model, self.glm.profile.name)
+        except ConfigError as exc:
+            return str(exc)
+        dep = current.get("deployment") or {}
+        version, family = dep.get("vllm_version") or "", dep.get("family")
+        return compare.compare(self.earlier, current, str(self.glm.compare), self.glm.profile.thresholds.baseline_tolerance,
+                               explain=lambda what: versions.explain(version, what, family))
 
     def pytest_unconfigure(self, config: pytest.Config) -> None:
         self._stop_twin()

@@ -16,7 +16,10 @@ from collections import Counter
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from pytest_glm.compare import Comparison
 
 PROPERTY = "glm"
 SCHEMA = "pytest-glm/report/1"
@@ -112,14 +115,17 @@ class RunReport:
         c = Counter(o.outcome for o in self.outcomes.values() if suite is None or o.suite == suite)
         return {k: c.get(k, 0) for k in ("passed", "failed", "error", "skipped")}
 
-    def verdict(self) -> str:
-        return "fail" if _suite_failed(self.counts(), self.figures) else "pass"
+    def verdict(self, comparison: Comparison | None = None) -> str:
+        """``fail`` if a test failed, a figure missed its threshold, or the comparison with a stored run
+        (``--glm-compare``) found a new failure or a figure worse than its tolerance."""
+        failed = _suite_failed(self.counts(), self.figures) or bool(comparison is not None and comparison.failed)
+        return "fail" if failed else "pass"
 
     def suites_seen(self) -> list[str]:
         seen = {o.suite for o in self.outcomes.values()}
         return [s for s in SUITES if s in seen]
 
-    def to_json(self, deployment: dict[str, Any] | None) -> dict[str, Any]:
+    def to_json(self, deployment: dict[str, Any] | None, comparison: Comparison | None = None) -> dict[str, Any]:
         suites = {}
         for suite in self.suites_seen():
             outcomes = [o for o in self.outcomes.values() if o.suite == suite]
@@ -133,13 +139,15 @@ class RunReport:
                            "message": o.message} for o in outcomes],
             }
         data = {"schema": SCHEMA, "created": time.strftime("%Y-%m-%dT%H:%M:%S%z", time.localtime(self.started)),
-                "duration_s": round(time.time() - self.started, 1), "verdict": self.verdict(),
+                "duration_s": round(time.time() - self.started, 1), "verdict": self.verdict(comparison),
                 "tests": self.counts(), "deployment": deployment, "suites": suites}
+        if comparison is not None:
+            data["comparison"] = comparison.to_json()
         return json.loads(self.scrub(json.dumps(data)))
 
-    def write_json(self, path: Path, deployment: dict[str, Any] | None) -> None:
+    def write_json(self, path: Path, deployment: dict[str, Any] | None, comparison: Comparison | None = None) -> None:
         path.parent.mkdir(parents=True, exist_ok=True)
-        path.write_text(json.dumps(self.to_json(deployment), indent=1) + "\n", encoding="utf-8")
+        path.write_text(json.dumps(self.to_json(deployment, comparison), indent=1) + "\n", encoding="utf-8")
 
     def tables(self) -> list[tuple[str, list[str]]]:
         """(title, lines) per suite: every figure with its threshold and verdict, then the test counts."""

