@@ -17,30 +17,22 @@ pytestmark = [pytest.mark.slow, pytest.mark.usefixtures("no_leftover_server")]
 vllm = pytest.importorskip("vllm", reason="vLLM is not installed (pip install '.[cpu]')")
 
 
-def test_launch_chat_and_cleanup(pytester: pytest.Pytester) -> None:
-    out = pytester.path / "seen.jsonl"
-    pytester._monkeypatch.setenv("GLM_EXAMPLE_OUT", str(out))
-    pytester.copy_example("test_chat.py")
-    result = pytester.runpytest_subprocess("-s", "-p", "no:cacheprovider", timeout=600)
-    result.assert_outcomes(passed=2)
-    text = result.stdout.str()
-    assert "[glm] vLLM 0.32.0 ready at" in text
-    seen = json.loads(out.read_text())
-    assert seen["version"] == "0.32.0"
-    assert "--speculative-config.method" in seen["flags"] and "glm45" in seen["flags"]
-    assert "[glm] vLLM stopped in" in text
-
-
-def test_xdist_two_workers_one_server(pytester: pytest.Pytester) -> None:
+def test_launch_chat_xdist_and_cleanup(pytester: pytest.Pytester) -> None:
+    """One real launch for two xdist workers: one server, both chat with it, the flags and the version it
+    reports, and it is stopped at the end (the one-process path is what `pytest suites/` runs)."""
     out = pytester.path / "seen.jsonl"
     pytester._monkeypatch.setenv("GLM_EXAMPLE_OUT", str(out))
     pytester.copy_example("test_chat.py")
     result = pytester.runpytest_subprocess("-n", "2", "--dist=each", "-p", "no:cacheprovider", timeout=600)
     result.assert_outcomes(passed=4)
-    assert result.stdout.str().count("[glm] starting vLLM") == 1
+    text = result.stdout.str()
+    assert text.count("[glm] starting vLLM") == 1
+    assert "[glm] vLLM 0.32.0 ready at" in text and "[glm] vLLM stopped in" in text
     seen = [json.loads(line) for line in out.read_text().splitlines()]
     assert {s["worker"] for s in seen} == {"gw0", "gw1"}
     assert len({s["url"] for s in seen}) == 1
+    assert all(s["version"] == "0.32.0" for s in seen)
+    assert all("--speculative-config.method" in s["flags"] and "glm45" in s["flags"] for s in seen)
 
 
 def test_sigint_during_startup(pytester: pytest.Pytester) -> None:
