@@ -44,10 +44,11 @@ def launch_reference(model: str = "glm-tiny", profile: str = "cpu", extra: tuple
     """Start a reference model as the suites would serve it for a benchmark (prefix caching off); blocks
     until it is healthy. The caller stops the returned process."""
     spec = with_local_path(resolve_model(model), ensure_reference_model(model, cache_dir()))
+    entry = resolve_vllm(None)
     command = build_serve_command(spec, resolve_profile(profile),
-                                  ServeOptions(prefix_caching=False, extra_args=extra, mtp=mtp, tp=tp))
+                                  ServeOptions(prefix_caching=False, extra_args=extra, mtp=mtp, tp=tp), entry.version)
     log = (log_dir or Path(tempfile.mkdtemp(prefix="glm-bench-"))) / f"vllm-server{'-' + name if name else ''}.log"
-    server = ServerProcess(command, resolve_vllm(None), log, host="127.0.0.1", port=free_port(), startup_timeout=900)
+    server = ServerProcess(command, entry, log, host="127.0.0.1", port=free_port(), startup_timeout=900)
     print(f"starting {name or model}: {command.display()}\n  log: {log}", flush=True)
     server.start()
     print(f"{name or model} ready in {server.started_in:.1f} s", flush=True)
