@@ -16,6 +16,7 @@ from pathlib import Path
 from typing import Any
 
 from pytest_glm.exceptions import ConfigError
+from pytest_glm.slo import beyond
 
 OPTION = "--glm-compare"
 SCHEMA_PREFIX = "pytest-glm/report/"
@@ -258,9 +259,9 @@ def _figure_change(key: str, old: Mapping[str, Any], new: Mapping[str, Any],
         return None
     lower = _lower_is_better(new)
     move = (after / before - 1) if before else float("inf")
-    if (after > before * (1 + tol)) if lower else (after < before * (1 - tol)):
+    if beyond(before, after, tol, lower):
         return Change("worse", key, before, after, f"{_pct(move)}, tolerance {'+' if lower else '-'}{tol:.0%}")
-    if (after < before * (1 - tol)) if lower else (after > before * (1 + tol)):
+    if beyond(before, after, tol, not lower):
         return Change("better", key, before, after, _pct(move))
     return None
 

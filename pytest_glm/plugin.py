@@ -255,9 +255,8 @@ class GLMSession:
         self._stop_twin()
         if not self.is_worker:
             self._write_outputs()
-            failed_comparison = isinstance(self.comparison, str) or (
-                isinstance(self.comparison, compare.Comparison) and self.comparison.failed)
-            if failed_comparison and session.exitstatus == pytest.ExitCode.OK:
+            failed = self.comparison.failed if isinstance(self.comparison, compare.Comparison) else bool(self.comparison)
+            if failed and session.exitstatus == pytest.ExitCode.OK:
                 session.exitstatus = pytest.ExitCode.TESTS_FAILED
         if self.manager is not None:
             self.manager.stop(self.say)
@@ -284,15 +283,16 @@ class GLMSession:
 
     def _compare(self, described: dict[str, Any] | None) -> compare.Comparison | str:
         """This run against --glm-compare; a message instead when the endpoint turned out to serve another
-        model (recognised only once it was reached)."""
+        model (with --glm-base-url and no --glm-model it is known only once reached; a named model and the
+        profile were checked at configure time)."""
         assert self.earlier is not None and self.glm.compare is not None
+        dep = described or {}
+        if self.glm.model is None:
+            try:
+                compare.refuse_other_target(self.earlier, self.glm.compare, dep.get("model"), None)
+            except ConfigError as exc:
+                return str(exc)
         current = self.report.to_json(described)
-        model = (current.get("deployment") or {}).get("model")
-        try:
-            compare.refuse_other_target(self.earlier, self.glm.compare, model, self.glm.profile.name)
-        except ConfigError as exc:
-            return str(exc)
-        dep = current.get("deployment") or {}
         version, family, build = dep.get("vllm_version") or "", dep.get("family"), self.glm.profile.accelerator
         return compare.compare(self.earlier, current, str(self.glm.compare), self.glm.profile.thresholds.baseline_tolerance,
                                explain=lambda what: versions.explain(version, what, family, build))

@@ -116,6 +116,12 @@ def check(measured: Mapping[str, float], limits: Mapping[str, float]) -> list[Fi
     return out
 
 
+def beyond(base: float, value: float, tolerance: float, lower_better: bool) -> bool:
+    """``value`` is worse than ``base`` by more than ``tolerance`` (a share of ``base``): above it for a figure
+    where lower is better, below it for one where higher is better. Flip ``lower_better`` to ask "better"."""
+    return value > base * (1 + tolerance) if lower_better else value < base * (1 - tolerance)
+
+
 def compare(measured: Mapping[str, float], baseline: Mapping[str, float], tolerance: Mapping[str, float],
             default_tolerance: float = 0.10) -> list[Finding]:
     """Figures worse than the baseline's by more than their tolerance (a share: 0.10 = 10 %).
@@ -127,14 +133,13 @@ def compare(measured: Mapping[str, float], baseline: Mapping[str, float], tolera
         if figure not in measured or figure not in baseline:
             continue
         tol = tolerance.get(figure, default_tolerance)
-        if tol < 0:
-            continue
         base, value = baseline[figure], measured[figure]
+        if tol < 0 or not beyond(base, value, tol, lower_is_better(figure)):
+            continue
         if lower_is_better(figure):
-            if value > base * (1 + tol):
-                out.append(Finding(figure, value, f"<= {base * (1 + tol):.4g} ms (baseline {base:.4g} ms "
-                                                  f"+{tol:.0%}; this run is {value / base - 1:+.1%})"))
-        elif value < base * (1 - tol):
+            out.append(Finding(figure, value, f"<= {base * (1 + tol):.4g} ms (baseline {base:.4g} ms "
+                                              f"+{tol:.0%}; this run is {value / base - 1:+.1%})"))
+        else:
             change = f"{value / base - 1:+.1%}" if base else "n/a"
             out.append(Finding(figure, value, f">= {base * (1 - tol):.4g} (baseline {base:.4g} -{tol:.0%}; "
                                               f"this run is {change})"))
