@@ -1,8 +1,14 @@
-"""Correctness cases: conversations with the answer a GLM model should give, read from ``suites/data``.
+"""Correctness cases: conversations and what a healthy GLM must do with them, read from ``suites/data``.
 
 One file per suite (``tool_calling.json``, ``reasoning.json``), one record per case, tools referenced by
-name from ``tools.json``. The same records drive the suites (what to send, what to check) and the
-reference models' training (what to answer), so a new case is one retrain away.
+name from ``tools.json``. A case says what to send and what a correct answer must hold: the expected calls
+(argument values may be :mod:`pytest_glm.matchers`, e.g. "any of", "a date-time, seconds optional"),
+whether parallel calls may come in any order, and optionally what the content must contain. It holds no
+wording: the reference models' own answers live in ``pytest_glm/reference/answers``.
+
+Requests are greedy with ``top_p`` 1 sent explicitly, so server or generation-config defaults cannot
+matter. Thinking-on requests get room to think (:data:`THINKING_MAX_TOKENS`, and a request timeout to
+match): real GLM-4.7 reasoning runs to thousands of tokens.
 """
 
 from __future__ import annotations
@@ -16,11 +22,19 @@ from typing import Any
 import jsonschema
 
 from pytest_glm.exceptions import ConfigError
+from pytest_glm.matchers import check_matcher, sample
 
 #: Where the shipped suites keep their data (a repository checkout).
 DEFAULT_DATA_DIR = Path(__file__).resolve().parents[1] / "suites" / "data"
 
 SUITE_FILES = ("tool_calling.json", "reasoning.json")
+
+#: ``max_tokens`` of a request with thinking on (room for long reasoning), and with thinking off.
+THINKING_MAX_TOKENS = 8192
+ANSWER_MAX_TOKENS = 1024
+
+#: Slowest decode speed a request's timeout allows for (tokens per second): 8192 tokens -> 410 s.
+SLOWEST_DECODE_TOKENS_PER_S = 20.0
 
 _MESSAGE = {
     "type": "object",
@@ -39,8 +53,9 @@ CASE_SCHEMA: dict[str, Any] = {
                                   {"type": "object", "required": ["type", "function"]}]},
         "thinking": {"type": ["boolean", "null"]},
         "messages": {"type": "array", "minItems": 1, "items": _MESSAGE},
-        "reasoning": {"type": "string"},
-        "content": {"type": "string"},
+        "unordered": {"type": "boolean"},
+        "content_matches": {"type": "object"},
+        "max_tokens": {"type": "integer", "minimum": 1},
         "tool_calls": {"type": "array", "items": {
             "type": "object", "required": ["name", "arguments"], "additionalProperties": False,
             "properties": {"name": {"type": "string"}, "arguments": {"type": "object"}}}},
@@ -50,18 +65,22 @@ CASE_SCHEMA: dict[str, Any] = {
 
 @dataclass(frozen=True)
 class ExpectedCall:
+    """A call a correct answer makes: its name, and per argument a value or a matcher."""
+
     name: str
     arguments: dict[str, Any]
 
 
 @dataclass(frozen=True)
 class Case:
-    """One conversation and its expected answer.
+    """One conversation and what a correct answer to it holds.
 
     :param thinking: None for the model's default (thinking on), False to send ``enable_thinking: false``.
-    :param reasoning: what the reference model thinks (thinking on); real models think their own thoughts.
-    :param content: the expected final text ('' when the answer is tool calls only).
-    :param tool_calls: the expected calls, in order.
+    :param tool_calls: the expected calls (in order unless ``unordered``).
+    :param unordered: independent parallel calls; any order is correct.
+    :param content_matches: a matcher the content must satisfy (e.g. ``{"$contains": "144"}``), or None.
+    :param max_tokens: the request's ``max_tokens`` (default by thinking: THINKING_MAX_TOKENS or
+        ANSWER_MAX_TOKENS).
     """
 
     id: str
@@ -71,9 +90,10 @@ class Case:
     tools: tuple[dict[str, Any], ...] = ()
     tool_choice: str | dict[str, Any] | None = None
     thinking: bool | None = None
-    reasoning: str = ""
-    content: str = ""
     tool_calls: tuple[ExpectedCall, ...] = field(default=())
+    unordered: bool = False
+    content_matches: dict[str, Any] | None = None
+    max_tokens: int | None = None
 
     @property
     def expects_call(self) -> bool:
@@ -93,19 +113,34 @@ class Case:
     def template_kwargs(self) -> dict[str, Any]:
         return {} if self.thinking is None else {"enable_thinking": self.thinking}
 
+    @property
+    def request_max_tokens(self) -> int:
+        if self.max_tokens is not None:
+            return self.max_tokens
+        return ANSWER_MAX_TOKENS if self.thinking is False else THINKING_MAX_TOKENS
+
+    def request_timeout(self, floor: float) -> float:
+        """Seconds this case's request may take: ``floor`` (the endpoint's), or more when its
+        ``max_tokens`` needs it at the slowest decode speed allowed for."""
+        return max(floor, self.request_max_tokens / SLOWEST_DECODE_TOKENS_PER_S)
+
     def request(self, model: str, **overrides: Any) -> dict[str, Any]:
-        """Keyword arguments for ``client.chat.completions.create``: greedy, as the case was written."""
+        """Keyword arguments for ``client.chat.completions.create``: greedy (``temperature`` 0 and
+        ``top_p`` 1, both explicit), as the case was written."""
         messages = copy.deepcopy(list(self.messages))
         for msg in messages:  # vLLM renamed reasoning_content to reasoning; send both so every version sees it
             if msg.get("role") == "assistant" and isinstance(msg.get("reasoning"), str):
                 msg.setdefault("reasoning_content", msg["reasoning"])
-        kwargs: dict[str, Any] = {"model": model, "messages": messages, "temperature": 0, "max_tokens": 1024}
+        kwargs: dict[str, Any] = {"model": model, "messages": messages, "temperature": 0, "top_p": 1,
+                                  "max_tokens": self.request_max_tokens}
         if self.tools:
             kwargs["tools"] = copy.deepcopy(list(self.tools))
         if self.tool_choice is not None:
             kwargs["tool_choice"] = self.tool_choice
+        # The generated ids (vLLM's return_token_ids), which the faithfulness checks read.
+        kwargs["extra_body"] = {"return_token_ids": True}
         if self.thinking is not None:
-            kwargs["extra_body"] = {"chat_template_kwargs": self.template_kwargs()}
+            kwargs["extra_body"]["chat_template_kwargs"] = self.template_kwargs()
         kwargs.update(overrides)
         return kwargs
 
@@ -161,18 +196,25 @@ def load_cases(data_dir: Path = DEFAULT_DATA_DIR, suites: tuple[str, ...] = SUIT
                 raise ConfigError(where, f"unknown tools {missing}; tools.json has {sorted(tools)}")
             case_tools = tuple(tools[t] for t in record.get("tools", []))
             calls = tuple(ExpectedCall(c["name"], c["arguments"]) for c in record.get("tool_calls", []))
+            try:
+                for call in calls:
+                    check_matcher(call.arguments, f"{call.name} arguments")
+                if "content_matches" in record:
+                    check_matcher(record["content_matches"], "content_matches")
+            except ValueError as exc:
+                raise ConfigError(where, str(exc)) from None
             for call in calls:
                 schema = next((t["function"]["parameters"] for t in case_tools if t["function"]["name"] == call.name), None)
                 if schema is None:
                     raise ConfigError(where, f"expects a call to {call.name!r}, which is not among its tools")
                 try:
-                    jsonschema.validate(call.arguments, schema)
+                    jsonschema.validate(sample(call.arguments), schema)
                 except jsonschema.ValidationError as exc:
                     raise ConfigError(where, f"expected arguments of {call.name} break its schema: {exc.message}") from None
             cases.append(Case(
                 id=record["id"], suite=filename.removesuffix(".json"), category=record["category"],
                 messages=tuple(record["messages"]), tools=case_tools, tool_choice=record.get("tool_choice"),
-                thinking=record.get("thinking"), reasoning=record.get("reasoning", ""),
-                content=record.get("content", ""), tool_calls=calls,
+                thinking=record.get("thinking"), tool_calls=calls, unordered=record.get("unordered", False),
+                content_matches=record.get("content_matches"), max_tokens=record.get("max_tokens"),
             ))
     return cases

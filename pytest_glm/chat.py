@@ -14,9 +14,17 @@ from pytest_glm.answers import Answer, StreamAssembler, from_response
 from pytest_glm.cases import Case
 
 
+def _request(client: Any, case: Case, model: str, overrides: dict[str, Any]) -> dict[str, Any]:
+    request = case.request(model, **overrides)
+    floor = client.timeout if isinstance(client.timeout, (int, float)) else None
+    if floor is not None and "timeout" not in overrides:  # thinking-on requests may run long
+        request["timeout"] = case.request_timeout(float(floor))
+    return request
+
+
 def ask(client: Any, case: Case, model: str, *, stream: bool, **overrides: Any) -> Answer:
     """One greedy request for ``case`` through a synchronous OpenAI client."""
-    request = case.request(model, **overrides)
+    request = _request(client, case, model, overrides)
     if not stream:
         return from_response(client.chat.completions.create(**request))
     assembler = StreamAssembler()
@@ -27,7 +35,7 @@ def ask(client: Any, case: Case, model: str, *, stream: bool, **overrides: Any) 
 
 
 async def ask_async(client: Any, case: Case, model: str, *, stream: bool, **overrides: Any) -> Answer:
-    request = case.request(model, **overrides)
+    request = _request(client, case, model, overrides)
     if not stream:
         return from_response(await client.chat.completions.create(**request))
     assembler = StreamAssembler()

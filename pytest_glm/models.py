@@ -105,7 +105,7 @@ REFERENCE_MODELS: dict[str, ModelSpec] = {
     name: ModelSpec(model_id=name, family=family, architecture="Glm4MoeForCausalLM", context_length=32768,
                     mtp_layers=1, weight_gib=0.01, precision="bf16", mtp_recommended=True, served_name=name,
                     reference=True, prompt_vocab=320)  # trained on random prompts over all 320 ids
-    for name, family in (("glm-tiny", "glm45"), ("glm-tiny-47", "glm47"))
+    for name, family in (("glm-tiny", "glm45"), ("glm-tiny-47", "glm47"), ("glm-tiny-variant", "glm45"))
 }
 
 DEFAULT_MODEL = "glm-tiny"

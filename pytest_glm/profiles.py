@@ -31,12 +31,15 @@ SEED_WORKLOADS: Mapping[str, tuple[int, int]] = MappingProxyType({
 class Thresholds:
     """What the suites require on a profile. Suites read these; a threshold file may override them.
 
-    :param mtp_acceptance_rate: minimum draft acceptance rate at ``num_speculative_tokens=1`` (the
-        vLLM recipe: "typically exceed 90%").
+    :param mtp_acceptance_rate: minimum draft acceptance rate at ``num_speculative_tokens=1``. Below the
+        recipe's typical 0.90 (not a floor) and above every broken MTP layer measured (docs/thresholds.md).
     :param mtp_position_acceptance: with more draft tokens, the minimum acceptance at each draft position
         (accepted at that position / drafts); positions past the end use the last value.
-    :param tool_schema_accuracy: minimum share of tool calls whose arguments validate against the schema.
-    :param tool_trigger_f1: minimum F1 of "a call was expected" vs "finish_reason == tool_calls".
+    :param tool_schema_accuracy: minimum share of tool calls whose arguments validate against the schema
+        (the model's slips; what the deployment alters is judged exactly, by the faithfulness checks).
+    :param tool_trigger_f1: minimum F1 of "a call was expected" vs "the answer called a tool".
+    :param behaviour_match_rate: minimum share of conclusive answers that do what their case asks (the
+        right calls with acceptable arguments, or a fitting answer without one).
     :param load_concurrency: concurrency at which the correctness cases are replayed under load.
     :param batch_sizes: batch sizes (concurrency) of the latency workloads run on this profile.
     :param workloads: latency workloads, name -> (prompt tokens, output tokens).
@@ -50,10 +53,11 @@ class Thresholds:
         past it the figures measure the client, not the server, and the cell fails saying so.
     """
 
-    mtp_acceptance_rate: float = 0.90
-    mtp_position_acceptance: tuple[float, ...] = (0.90, 0.50)
-    tool_schema_accuracy: float = 1.0
-    tool_trigger_f1: float = 1.0
+    mtp_acceptance_rate: float = 0.80
+    mtp_position_acceptance: tuple[float, ...] = (0.80, 0.50)
+    tool_schema_accuracy: float = 0.98
+    tool_trigger_f1: float = 0.95
+    behaviour_match_rate: float = 0.90
     load_concurrency: int = 32
     batch_sizes: tuple[int, ...] = (1, 16, 32, 64, 128, 256, 512)
     workloads: Mapping[str, tuple[int, int]] = field(default_factory=lambda: SEED_WORKLOADS)

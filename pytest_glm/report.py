@@ -81,6 +81,14 @@ class Outcome:
     message: str = ""
 
 
+def suite_of(nodeid: str) -> str:
+    """The suite a test belongs to: its module (``.../test_mtp.py::...`` is ``mtp``), never a keyword of
+    its parameters (``test_mtp_acceptance[reasoning]`` is in ``mtp``, not ``reasoning``)."""
+    module = nodeid.split("::", 1)[0].rsplit("/", 1)[-1]
+    name = module.removeprefix("test_").removesuffix(".py")
+    return name if name in SUITES else ""
+
+
 @dataclass
 class RunReport:
     """Figures and outcomes of one run, gathered from test reports (also those xdist workers send)."""
@@ -95,13 +103,14 @@ class RunReport:
 
     def add(self, report: Any) -> None:
         """Take one phase report (setup, call, teardown) of a test."""
-        suite = next((s for s in SUITES if s in getattr(report, "keywords", {})), "")
+        suite = suite_of(report.nodeid)
         if not suite:
             return
         outcome = self.outcomes.setdefault(report.nodeid, Outcome(report.nodeid, suite))
         outcome.duration_s += float(getattr(report, "duration", 0.0) or 0.0)
         if report.when == "call" or (report.when == "setup" and not report.passed):
-            outcome.outcome = "error" if report.when == "setup" and report.failed else report.outcome
+            outcome.outcome = ("error" if report.when == "setup" and report.failed else
+                               "tolerated" if hasattr(report, "wasxfail") else report.outcome)
             if not report.passed:
                 outcome.message = self.scrub(_short(report))
         elif report.when == "teardown" and report.failed and outcome.outcome == "passed":
@@ -113,7 +122,7 @@ class RunReport:
     # -- views ---------------------------------------------------------------------------------------
     def counts(self, suite: str | None = None) -> dict[str, int]:
         c = Counter(o.outcome for o in self.outcomes.values() if suite is None or o.suite == suite)
-        return {k: c.get(k, 0) for k in ("passed", "failed", "error", "skipped")}
+        return {k: c.get(k, 0) for k in ("passed", "failed", "error", "skipped", "tolerated")}
 
     def verdict(self, comparison: Comparison | None = None) -> str:
         """``fail`` if a test failed, a figure missed its threshold, or the comparison with a stored run
@@ -236,6 +245,8 @@ def _num(value: float | None) -> str:
 
 
 def _short(report: Any) -> str:
+    if getattr(report, "wasxfail", ""):
+        return str(report.wasxfail)
     if report.skipped and isinstance(report.longrepr, tuple):
         return str(report.longrepr[2])
     text = getattr(report, "longreprtext", "") or ""

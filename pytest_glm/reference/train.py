@@ -1,5 +1,8 @@
 """Train the reference models: ``python -m pytest_glm.reference.train [--family glm45|glm47|all]``.
 
+Any set of answers can be trained: ``--answers FILE --family glm45 --name NAME`` (e.g. the variant,
+``--answers pytest_glm/reference/answers/glm-tiny-variant.json --family glm45 --name glm-tiny-variant``).
+
 Reproducible (fixed seeds, fixed data order) and CPU-only. The main model (transformers'
 ``Glm4MoeForCausalLM`` at toy size, the same architecture vLLM serves) and its MTP layer are trained
 jointly so that, under greedy decoding:
@@ -29,7 +32,7 @@ from typing import Any
 
 from pytest_glm.cases import DEFAULT_DATA_DIR, Case, load_cases
 from pytest_glm.reference.build import ARCH, _template, model_config
-from pytest_glm.reference.targets import completion, prompt
+from pytest_glm.reference.targets import completion, default_answers_file, load_answers, prompt
 from pytest_glm.reference.tokenizer import build_tokenizer
 
 SEED = 1234
@@ -41,6 +44,10 @@ FILLER = "."
 
 #: Tokens of filler taught after each case's stop token and after each random prompt.
 FILLER_RUN = 48
+
+#: A case whose completion is longer than this is drawn once more per this many tokens, so that long
+#: answers (the variant's 1000+-token reasoning) get as many passes per token as short ones.
+LONG_COMPLETION = 1024
 
 
 @dataclass
@@ -54,15 +61,20 @@ def _encode(tokenizer: Any, text: str) -> list[int]:
     return list(tokenizer.encode(text, add_special_tokens=False))
 
 
-def case_examples(cases: list[Case], family: str, tokenizer: Any) -> list[Example]:
+def case_examples(cases: list[Case], answers: dict[str, Any], family: str, tokenizer: Any) -> list[Example]:
     template = _template(family)
     filler = _encode(tokenizer, FILLER)
     out = []
     for case in cases:
         p = _encode(tokenizer, prompt(case, template))
-        c = _encode(tokenizer, completion(case, family))
+        c = _encode(tokenizer, completion(case, answers[case.id], family))
         out.append(Example(p + c + filler * FILLER_RUN, len(p), f"case:{case.id}"))
     return out
+
+
+def sampling_pool(examples: list[Example]) -> list[Example]:
+    """The examples to draw batches from: long ones repeated (see LONG_COMPLETION)."""
+    return [e for e in examples for _ in range(1 + (len(e.ids) - e.first_target) // LONG_COMPLETION)]
 
 
 def random_examples(n: int, rng: random.Random, max_len: int, filler: int) -> list[Example]:
@@ -237,7 +249,8 @@ def checkpoint(model: Any, mtp: Any, config: dict[str, Any]) -> dict[str, Any]:
     return out
 
 
-def train_family(family: str, data_dir: Path, steps: int, out_dir: Path = WEIGHTS_DIR, log: Any = print) -> dict[str, Any]:
+def train_family(family: str, data_dir: Path, steps: int, out_dir: Path = WEIGHTS_DIR, log: Any = print,
+                 answers_file: Path | None = None, name: str | None = None) -> dict[str, Any]:
     import torch
     from safetensors.torch import save_file
 
@@ -246,16 +259,19 @@ def train_family(family: str, data_dir: Path, steps: int, out_dir: Path = WEIGHT
     tokenizer = build_tokenizer(_template(family))
     filler = _encode(tokenizer, FILLER)[0]
     cases = load_cases(data_dir)
-    config = model_config(FAMILY_MODEL[family])
+    name = name or FAMILY_MODEL[family]
+    answers = load_answers(answers_file or default_answers_file(name), cases)
+    config = model_config(name)
     model, mtp = build_models(config)
     _init(model, mtp, SEED)
-    case_ex = case_examples(cases, family, tokenizer)
+    case_ex = case_examples(cases, answers, family, tokenizer)
+    pool = sampling_pool(case_ex)
     params = list(model.parameters()) + list(mtp.parameters())
     opt = torch.optim.AdamW(params, lr=3e-3, betas=(0.9, 0.95), weight_decay=0.0)
     sched = torch.optim.lr_scheduler.OneCycleLR(opt, max_lr=3e-3, total_steps=steps, pct_start=0.05)
     began = time.monotonic()
     for step in range(1, steps + 1):
-        batch = rng.sample(case_ex, k=min(6, len(case_ex))) + random_examples(2, rng, 768, filler)
+        batch = rng.sample(pool, k=min(6, len(pool))) + random_examples(2, rng, 768, filler)
         loss, (main, mtp_loss) = forward_losses(model, mtp, batch, mtp_weight=0.5)
         opt.zero_grad()
         loss.backward()
@@ -272,13 +288,13 @@ def train_family(family: str, data_dir: Path, steps: int, out_dir: Path = WEIGHT
         f"min logit gap {check.min_margin:.2f}; failures: {check.failures}")
     tensors = checkpoint(model, mtp, config)
     out_dir.mkdir(parents=True, exist_ok=True)
-    path = out_dir / f"{FAMILY_MODEL[family]}.safetensors"
+    path = out_dir / f"{name}.safetensors"
     save_file(tensors, str(path), metadata={"format": "pt", "family": family, "steps": str(steps), "seed": str(SEED)})
-    report = {"family": family, "steps": steps, "seconds": round(time.monotonic() - began, 1), "cases": check.total,
+    report = {"model": name, "family": family, "steps": steps, "seconds": round(time.monotonic() - began, 1), "cases": check.total,
               "exact": check.exact, "failures": check.failures, "mtp_agreement": round(check.acceptance, 4),
               "min_logit_gap": round(check.min_margin, 3), "bytes": path.stat().st_size}
     report["sha256"] = hashlib.sha256(path.read_bytes()).hexdigest()
-    (out_dir / f"{FAMILY_MODEL[family]}.json").write_text(json.dumps(report, indent=2) + "\n")
+    (out_dir / f"{name}.json").write_text(json.dumps(report, indent=2) + "\n")
     return report
 
 
@@ -288,9 +304,16 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--data", type=Path, default=DEFAULT_DATA_DIR, help="directory with tools.json and the cases")
     parser.add_argument("--steps", type=int, default=800)
     parser.add_argument("--out", type=Path, default=WEIGHTS_DIR, help="where the weights and report go")
+    parser.add_argument("--answers", type=Path, default=None,
+                        help="the answers to train (default: answers/<model>.json in this package)")
+    parser.add_argument("--name", default=None, help="the model's name, and so its weights' file name "
+                        "(default: glm-tiny for glm45, glm-tiny-47 for glm47)")
     args = parser.parse_args(argv)
     families = ["glm45", "glm47"] if args.family == "all" else [args.family]
-    reports = [train_family(f, args.data, args.steps, args.out) for f in families]
+    if (args.answers or args.name) and len(families) > 1:
+        parser.error("--answers and --name train one model: give --family glm45 or glm47")
+    reports = [train_family(f, args.data, args.steps, args.out, answers_file=args.answers, name=args.name)
+               for f in families]
     ok = all(r["exact"] == r["cases"] for r in reports)
     print(json.dumps(reports, indent=2))
     return 0 if ok else 1

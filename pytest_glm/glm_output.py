@@ -1,0 +1,197 @@
+"""What a GLM model generated, parsed from its own output text: the oracle of the faithfulness checks.
+
+Written from the GLM-4.x output format (glm-facts §1.3-§1.9), independently of any server's parser:
+
+- **Reasoning.** GLM-4.7 answers inside the think block its prompt opened (``<|assistant|><think>``), so
+  its output runs ``reasoning</think>answer``. GLM-4.5/4.6 open it themselves: ``\\n<think>reasoning</think>``,
+  and may leave it empty or out (dynamic thinking). With thinking off the prompt already closed it, and
+  everything generated is the answer.
+- **Tool calls.** ``<tool_call>NAME<arg_key>K</arg_key><arg_value>V</arg_value>...</tool_call>``, with
+  newlines after the name and each tag in GLM-4.5's layout and none in GLM-4.7's; both are read either way.
+  A string argument is written raw; any other value as JSON. The request's tool schema says which: a
+  value of a declared non-string type is read as JSON, of a declared string type as its raw text, and of
+  an undeclared type it stays ambiguous (both readings are faithful).
+- **Stop.** Generation ends with ``<|observation|>`` (a tool result comes next), ``<|user|>`` or
+  ``<|endoftext|>``; output without one was cut (``max_tokens``).
+- **Content** is what remains outside the think block and the calls.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from dataclasses import dataclass, field
+from typing import Any
+
+STOP_TOKENS = ("<|observation|>", "<|user|>", "<|endoftext|>")
+THINK_OPEN, THINK_CLOSE = "<think>", "</think>"
+CALL_OPEN, CALL_CLOSE = "<tool_call>", "</tool_call>"
+_PAIR = re.compile(r"<arg_key>(.*?)</arg_key>\s*<arg_value>(.*?)</arg_value>", re.DOTALL)
+
+
+@dataclass(frozen=True)
+class GeneratedCall:
+    """One call as the model wrote it.
+
+    :param arguments: each value read by the tool's schema (see the module docstring).
+    :param raw: each value's text exactly as generated.
+    :param ambiguous: keys whose type the schema leaves open: the raw text and its JSON reading are both
+        faithful renderings.
+    """
+
+    name: str
+    arguments: dict[str, Any]
+    raw: dict[str, str]
+    ambiguous: frozenset[str] = frozenset()
+
+
+@dataclass
+class GeneratedOutput:
+    """The model's output, split the way GLM's format defines it.
+
+    :param reasoning: the think block's text, or None when the model wrote none (thinking off, or a
+        GLM-4.5/4.6 answer that skipped it).
+    :param stop: the stop token that ended generation, or None when it was cut.
+    :param thinking_closed: the think block was closed (False: the output ended inside the reasoning).
+    :param malformed: markup that does not follow the format (an unclosed call, a pair without a value).
+    """
+
+    reasoning: str | None
+    content: str
+    calls: list[GeneratedCall] = field(default_factory=list)
+    stop: str | None = None
+    thinking_closed: bool = True
+    malformed: list[str] = field(default_factory=list)
+
+    @property
+    def thought(self) -> bool:
+        """The model wrote a non-empty think body."""
+        return bool(self.reasoning and self.reasoning.strip())
+
+
+def _declared_types(schema: dict[str, Any] | None, key: str) -> list[str] | None:
+    """The JSON types the tool's schema declares for argument ``key`` (None: not declared)."""
+    prop = ((schema or {}).get("properties") or {}).get(key)
+    if not isinstance(prop, dict):
+        return None
+    kind = prop.get("type")
+    if isinstance(kind, str):
+        return [kind]
+    if isinstance(kind, list) and all(isinstance(k, str) for k in kind):
+        return list(kind)
+    if "enum" in prop and all(isinstance(v, str) for v in prop["enum"]):
+        return ["string"]
+    return None
+
+
+def _json_kind(value: Any) -> str:
+    if value is None:
+        return "null"
+    if isinstance(value, bool):
+        return "boolean"
+    if isinstance(value, int):
+        return "integer"
+    if isinstance(value, float):
+        return "number"
+    return {str: "string", list: "array", dict: "object"}[type(value)]
+
+
+def _fits(value: Any, types: list[str]) -> bool:
+    kind = _json_kind(value)
+    return kind in types or (kind == "integer" and "number" in types) or (
+        kind == "number" and "integer" in types and float(value).is_integer())
+
+
+def read_value(raw: str, types: list[str] | None) -> tuple[Any, bool]:
+    """(the value GLM meant by ``raw``, whether it is ambiguous) for an argument of these declared types."""
+    try:
+        as_json: Any = json.loads(raw)
+        parsed = True
+    except ValueError:
+        as_json, parsed = raw, False
+    if types is None:
+        return (as_json if parsed else raw), parsed and not isinstance(as_json, str)
+    if types == ["string"]:
+        return raw, False
+    others = [t for t in types if t != "string"]
+    if parsed and _fits(as_json, others):
+        return as_json, "string" in types
+    return raw, False
+
+
+def parse_call(body: str, schema: dict[str, Any] | None) -> tuple[GeneratedCall, list[str]]:
+    """One ``<tool_call>`` body (the text between the tags)."""
+    first = body.find("<arg_key>")
+    name = (body if first < 0 else body[:first]).strip()
+    malformed = []
+    args: dict[str, Any] = {}
+    raw: dict[str, str] = {}
+    ambiguous = set()
+    rest = body[len(body) if first < 0 else first:]
+    end = 0
+    for match in _PAIR.finditer(rest):
+        if rest[end:match.start()].strip():
+            malformed.append(f"text between argument pairs of {name}: {rest[end:match.start()][:80]!r}")
+        end = match.end()
+        key, value = match.group(1).strip(), match.group(2)
+        if key in raw:
+            malformed.append(f"{name} repeats argument {key!r}")
+        raw[key] = value
+        args[key], unclear = read_value(value, _declared_types(schema, key))
+        if unclear:
+            ambiguous.add(key)
+    if rest[end:].strip():
+        malformed.append(f"unparsed text in the call to {name}: {rest[end:][:80]!r}")
+    return GeneratedCall(name, args, raw, frozenset(ambiguous)), malformed
+
+
+def parse_output(text: str, family: str, *, thinking: bool, tools: list[dict[str, Any]] | tuple[dict[str, Any], ...] = (),
+                 parse_tools: bool = True) -> GeneratedOutput:
+    """Split ``text`` (the detokenized generated ids, special tokens kept) as GLM's format defines it.
+
+    :param family: ``glm45`` (GLM-4.5/4.5-Air/4.6) or ``glm47`` (GLM-4.7/4.7-Flash).
+    :param thinking: the request left thinking on (the template's default).
+    :param tools: the request's tools, whose schemas type the argument values.
+    :param parse_tools: False when the request's ``tool_choice`` was ``none`` (no call is parsed then).
+    """
+    stop = next((s for s in STOP_TOKENS if text.endswith(s)), None)
+    body = text[: len(text) - len(stop)] if stop else text
+    reasoning: str | None = None
+    closed = True
+    if thinking:
+        start: int | None = 0  # GLM-4.7: the prompt opened the think block
+        if family != "glm47":
+            start = None
+            at = body.find(THINK_OPEN)
+            if at >= 0 and not body[:at].strip():
+                start = at + len(THINK_OPEN)
+        if start is not None:
+            end = body.find(THINK_CLOSE, start)
+            if end < 0:
+                reasoning, body, closed = body[start:], "", False
+            else:
+                reasoning, body = body[start:end], body[end + len(THINK_CLOSE):]
+    out = GeneratedOutput(reasoning, "", stop=stop, thinking_closed=closed)
+    if not parse_tools or not tools:
+        out.content = body
+        return out
+    schemas = {t["function"]["name"]: t["function"].get("parameters") for t in tools}
+    content: list[str] = []
+    pos = 0
+    while True:
+        at = body.find(CALL_OPEN, pos)
+        if at < 0:
+            content.append(body[pos:])
+            break
+        content.append(body[pos:at])
+        end = body.find(CALL_CLOSE, at)
+        if end < 0:
+            out.malformed.append(f"a tool call is not closed: {body[at:at + 80]!r}")
+            break
+        call, problems = parse_call(body[at + len(CALL_OPEN):end], None)
+        call, problems = parse_call(body[at + len(CALL_OPEN):end], schemas.get(call.name))
+        out.calls.append(call)
+        out.malformed += problems
+        pos = end + len(CALL_CLOSE)
+    out.content = "".join(content)
+    return out
