@@ -22,13 +22,16 @@ OPTION = "--glm-compare"
 SCHEMA_PREFIX = "pytest-glm/report/"
 READABLE_SCHEMAS = ("pytest-glm/report/1",)
 
-#: Figures that say nothing about the deployment: the client's own delay, its retries, counts of work done.
-NOT_COMPARED = frozenset({"client_lag_ms", "retried_requests", "drafts"})
+#: Figures that say nothing about the deployment: the client's own delay, its retries, counts of work done,
+#: and counts of the model's own choices (batch variance, thinking or not, answers cut at max_tokens).
+NOT_COMPARED = frozenset({"client_lag_ms", "retried_requests", "drafts", "inconclusive_answers", "behaviour_changes",
+                          "answers_without_thinking"})
 
 #: Tolerances (a share of the old value) of figures that are shares or acceptance lengths, where a 10 %
 #: latency-style allowance would hide a real loss. A ``[baseline_tolerance]`` entry of the figure wins.
 SHARE_TOLERANCE = {"acceptance_rate": 0.02, "mean_acceptance_length": 0.02, "tool_schema_accuracy": 0.0,
-                   "tool_trigger_f1": 0.0, "goodput_ratio": 0.05}
+                   "tool_trigger_f1": 0.0, "goodput_ratio": 0.05, "behaviour_match_rate": 0.05,
+                   "token_id_coverage": 0.0}
 _POSITION = re.compile(r"^acceptance_pos\d+$")
 
 #: Changes of one kind listed in the terminal (a server that died turns every test into a new failure).

@@ -43,7 +43,7 @@ class Option:
 
 OPTIONS: tuple[Option, ...] = (
     Option("model", f"Model to validate: a GLM-4.x Hugging Face id (zai-org/GLM-4.7-FP8), a local model "
-           f"directory, or a reference model (glm-tiny, glm-tiny-47). Default: {DEFAULT_MODEL}; with "
+           f"directory, or a reference model (glm-tiny, glm-tiny-47, glm-tiny-variant). Default: {DEFAULT_MODEL}; with "
            f"--glm-base-url, recognised from the served model name."),
     Option("profile", "Hardware profile (cpu, h100x1, h100x2, h100x8, h200x1, h200x2, h200x4, h200x8, mi300x8, "
            "mi325x8, mi355x8) or auto "

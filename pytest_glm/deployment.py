@@ -215,7 +215,7 @@ class DeploymentManager:
         if model is None:
             raise DeploymentError(f"cannot tell which GLM model {endpoint.base_url} serves ({endpoint.model!r})",
                                   "pass --glm-model with its Hugging Face id (e.g. zai-org/GLM-4.7-FP8) or "
-                                  "a reference name (glm-tiny, glm-tiny-47)")
+                                  "a reference name (glm-tiny, glm-tiny-47, glm-tiny-variant)")
         return Deployment(model=model, profile=cfg.profile, endpoint=endpoint, vllm_version=endpoint.version(),
                           command=None, launched=False, mtp=cfg.serve.mtp)
 

@@ -1,8 +1,10 @@
-"""The gate must fail deliberately broken deployments of the reference model, naming the symptom.
+"""The gate must fail deliberately broken deployments of the reference model, naming the layer at fault.
 
 Each test serves glm-tiny with one thing wrong (a flag dropped or swapped, the other family's chat
-template), points the shipped suites at it with --glm-base-url, and checks that they fail and say why.
-The correct deployment passing is `pytest suites/` itself (CI runs it) and test_reference_models.
+template, a gateway in front that alters what the model generated), points the shipped suites at it
+with --glm-base-url, and checks that they fail and say which layer did it. The correct deployment passing
+is `pytest suites/` itself (CI runs it) and test_reference_models; a gateway that only drops the token ids
+must still pass, with the exact checks said to be off.
 """
 
 from __future__ import annotations
@@ -11,6 +13,7 @@ from pathlib import Path
 
 import pytest
 
+from tests.helpers.altering_proxy import altering_proxy, drop_token_ids, lowercase_arguments
 from tests.integration.servers import SUITES, TEMPLATES, broken_server, drop, gate, replace
 
 pytestmark = [pytest.mark.slow, pytest.mark.broken_deployment, pytest.mark.usefixtures("no_leftover_server")]
@@ -32,15 +35,16 @@ def test_no_auto_tool_choice(pytester: pytest.Pytester, tmp_path: Path) -> None:
 def test_parser_of_another_model_family(pytester: pytest.Pytester, tmp_path: Path) -> None:
     with broken_server(tmp_path, replace("--tool-call-parser", "hermes")) as url:
         out = gate(pytester, url, str(SUITES / "test_tool_calling.py"), "-k", "single or parallel")
-    assert "finish_reason 'stop', expected 'tool_calls'" in out
-    assert "content contains raw '<tool_call>': markup leaked past the parser" in out
+    assert "tool parser: the tool parser returned 0 call(s) [] where the model generated 1: ['get_weather']" in out
+    assert "finish_reason: finish_reason 'stop', but the model's output ended with <|observation|>" in out
+    assert "content contains raw '<tool_call>': markup leaked past the parser" in out  # the behaviour verdict
 
 
 def test_no_reasoning_parser(pytester: pytest.Pytester, tmp_path: Path) -> None:
     with broken_server(tmp_path, drop("--reasoning-parser")) as url:
-        out = gate(pytester, url, str(SUITES / "test_reasoning.py"), "-k", "test_case and arithmetic")
-    assert "thinking is on but no reasoning came back (reasoning parser missing or wrong?)" in out
-    assert "content contains raw '<think>'" in out
+        out = gate(pytester, url, str(SUITES / "test_reasoning.py"), "-k", "served_faithfully and arithmetic")
+    assert "reasoning parser: the server returned no reasoning where the model generated" in out
+    assert "the server returned the content '<think>17 plus 25" in out
 
 
 def test_chat_template_of_the_other_family(pytester: pytest.Pytester, tmp_path: Path) -> None:
@@ -49,3 +53,23 @@ def test_chat_template_of_the_other_family(pytester: pytest.Pytester, tmp_path: 
                    "-k", "template or single.weather")
     assert "chat template mismatch for glm-tiny (glm45)" in out and "this is the glm47 family's template" in out
     assert "the served chat template differs from GLM's glm45 format" in out
+
+
+def test_gateway_that_alters_argument_values(pytester: pytest.Pytester, tmp_path: Path) -> None:
+    """A gateway that lower-cases tool-call arguments: HTTP 200, valid JSON, schema-valid, and equal to the
+    expected values modulo case, so only the comparison with the model's own tokens can see it."""
+    with broken_server(tmp_path) as upstream, altering_proxy(upstream, lowercase_arguments) as url:
+        out = gate(pytester, url, str(SUITES / "test_tool_calling.py"), "-k", "single.weather or choose.flights")
+    assert "the tool parser returned city='paris' where the model generated 'Paris'" in out
+    assert "the tool parser returned origin='ber' where the model generated 'BER'" in out
+    assert "4 failed, 4 passed" in out  # the behaviour verdicts (case-insensitive) alone would pass it
+
+
+def test_gateway_that_drops_token_ids_falls_back_and_says_so(pytester: pytest.Pytester, tmp_path: Path) -> None:
+    """Without token ids the exact checks cannot run: a healthy deployment still passes, on the weaker
+    checks, and the run says once that they were used."""
+    with broken_server(tmp_path) as upstream, altering_proxy(upstream, drop_token_ids) as url:
+        out = gate(pytester, url, str(SUITES / "test_tool_calling.py"), "-k", "single or parallel or aggregate",
+                   expect=pytest.ExitCode.OK)
+    assert out.count("the endpoint returned no token ids for 100% of the answers") == 1
+    assert "token_id_coverage                0" in out

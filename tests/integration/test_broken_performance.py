@@ -52,7 +52,7 @@ def test_damaged_mtp_layer(pytester: pytest.Pytester, tmp_path: Path) -> None:
     with broken_server(tmp_path, model_dir=model) as url:
         out = gate(pytester, url, str(SUITES / "test_mtp.py"), "-k", "acceptance")
     print("\n".join(line for line in out.splitlines() if "acceptance rate" in line))
-    assert "MTP acceptance rate" in out and "is below 0.90" in out
+    assert "MTP acceptance rate" in out and "is below 0.80" in out
     assert "damaged or mismatched MTP layer" in out
 
 

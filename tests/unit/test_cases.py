@@ -11,7 +11,8 @@ import pytest
 
 from pytest_glm.cases import DEFAULT_DATA_DIR, load_cases
 from pytest_glm.exceptions import ConfigError
-from pytest_glm.reference.targets import argument_text, completion
+from pytest_glm.matchers import sample
+from pytest_glm.reference.targets import argument_text, completion, default_answers_file, load_answers
 
 
 def test_shipped_cases_load():
@@ -24,13 +25,32 @@ def test_shipped_cases_load():
         assert needed in categories
     for case in cases:
         for call in case.tool_calls:
-            jsonschema.validate(call.arguments, case.tool_schema(call.name))
+            jsonschema.validate(sample(call.arguments), case.tool_schema(call.name))
 
 
-def test_request_is_greedy_and_carries_thinking_switch():
-    case = next(c for c in load_cases() if c.id == "reasoning.off")
-    req = case.request("m")
-    assert req["temperature"] == 0 and req["extra_body"] == {"chat_template_kwargs": {"enable_thinking": False}}
+def test_request_is_greedy_asks_for_token_ids_and_carries_thinking_switch():
+    cases = {c.id: c for c in load_cases()}
+    req = cases["reasoning.off"].request("m")
+    assert req["temperature"] == 0 and req["top_p"] == 1 and req["max_tokens"] == 1024
+    assert req["extra_body"] == {"return_token_ids": True, "chat_template_kwargs": {"enable_thinking": False}}
+    thinking = cases["reasoning.long"]
+    assert thinking.request("m")["max_tokens"] == 8192 and thinking.request_timeout(120) == 8192 / 20
+    assert cases["reasoning.off"].request_timeout(120) == 120
+
+
+def test_reference_answers_cover_the_cases_and_fit_the_tools(tmp_path):
+    cases = load_cases()
+    for model in ("glm-tiny", "glm-tiny-variant"):
+        assert set(load_answers(default_answers_file(model), cases)) == {c.id for c in cases}
+    bad = json.loads(default_answers_file("glm-tiny").read_text())
+    bad["single.weather"]["tool_calls"][0]["arguments"] = {"city": 7}
+    (tmp_path / "a.json").write_text(json.dumps(bad))
+    with pytest.raises(ConfigError, match="single.weather: arguments of get_weather break its schema"):
+        load_answers(tmp_path / "a.json", cases)
+    del bad["single.weather"]
+    (tmp_path / "a.json").write_text(json.dumps(bad))
+    with pytest.raises(ConfigError, match=r"missing \['single.weather'\]"):
+        load_answers(tmp_path / "a.json", cases)
 
 
 def test_template_messages_parse_history_arguments():
@@ -59,6 +79,8 @@ def _edit(path: Path, fn) -> None:
     (lambda d: d[1].update(id=d[0]["id"]), "duplicate case id"),
     (lambda d: d[0]["tool_calls"][0]["arguments"].update(city=7), "break its schema"),
     (lambda d: d[0]["tool_calls"][0].update(name="get_time"), "not among its tools"),
+    (lambda d: d[0]["tool_calls"][0]["arguments"].update(city={"$maybe": 1}), "unknown matcher '$maybe'"),
+    (lambda d: d[0]["tool_calls"][0]["arguments"].update(city={"$any": []}), "$any takes a non-empty list"),
 ])
 def test_bad_record_is_named(tmp_path, edit, message):
     data = _copy(tmp_path)
@@ -70,15 +92,21 @@ def test_bad_record_is_named(tmp_path, edit, message):
 
 def test_targets_per_family():
     cases = {c.id: c for c in load_cases()}
-    single = cases["single.weather"]
-    assert completion(single, "glm45") == ("\n<think>The user wants the weather in Paris. I will call get_weather.</think>"
+    answers = load_answers(default_answers_file("glm-tiny"), list(cases.values()))
+    variant = load_answers(default_answers_file("glm-tiny-variant"), list(cases.values()))
+
+    def completion_of(case_id: str, family: str, book=answers) -> str:
+        return completion(cases[case_id], book[case_id], family)
+
+    assert completion_of("single.weather", "glm45") == ("\n<think>The user wants the weather in Paris. I will call get_weather.</think>"
                                            "\n<tool_call>get_weather\n<arg_key>city</arg_key>\n<arg_value>Paris</arg_value>\n"
                                            "</tool_call><|observation|>")
-    assert completion(single, "glm47") == ("The user wants the weather in Paris. I will call get_weather.</think>"
+    assert completion_of("single.weather", "glm47") == ("The user wants the weather in Paris. I will call get_weather.</think>"
                                            "<tool_call>get_weather<arg_key>city</arg_key><arg_value>Paris</arg_value>"
                                            "</tool_call><|observation|>")
-    off = cases["reasoning.off"]
-    assert completion(off, "glm45") == "\n42<|user|>"
-    assert completion(off, "glm47") == "42<|user|>"
-    assert completion(cases["types.zero_arguments"], "glm47").endswith("<tool_call>list_devices</tool_call><|observation|>")
+    assert completion_of("reasoning.off", "glm45") == "\n42<|user|>"
+    assert completion_of("reasoning.off", "glm47") == "42<|user|>"
+    assert completion_of("types.zero_arguments", "glm47").endswith("<tool_call>list_devices</tool_call><|observation|>")
+    # GLM-4.5's dynamic thinking: an empty think block
+    assert completion_of("reasoning.arithmetic", "glm45", variant) == "\n<think></think>\n17 plus 25 is 42.<|user|>"
     assert argument_text(None) == "null" and argument_text([1, 2.5]) == "[1, 2.5]" and argument_text("001") == "001"

@@ -1,4 +1,4 @@
-"""Judging answers against cases, and reassembling streams — pure logic, no server."""
+"""The behaviour verdict of answers against cases, and reassembling streams — pure logic, no server."""
 
 from __future__ import annotations
 
@@ -6,7 +6,8 @@ from types import SimpleNamespace as NS
 
 from pytest_glm.answers import Answer, Call, StreamAssembler, from_response
 from pytest_glm.cases import load_cases
-from pytest_glm.verdicts import judge, same_value, schema_accuracy, stream_differences, trigger_f1
+from pytest_glm.verdicts import (judge, match_rate, schema_accuracy, stream_differences, trigger_f1,
+                                 unchecked_serving)
 
 CASES = {c.id: c for c in load_cases()}
 
@@ -34,8 +35,37 @@ def test_wrong_values_and_types():
     v = judge(case, answer([("search_flights", args)]))
     assert any("arguments break the tool's schema" in p for p in v.problems) and v.valid_calls == 0
     v = judge(CASES["types.numeric_string"], answer([("lookup_user", '{"user_id": "1"}')]))
-    assert any("user_id='1', expected '001'" in p for p in v.problems)
-    assert not same_value(True, 1) and not same_value("1", 1) and same_value(450.5, 450.50) and same_value(3, 3.0)
+    assert any("user_id: '1', expected '001'" in p for p in v.problems)
+
+
+def test_matchers_accept_what_a_real_model_writes():
+    """Tokyo for 東京, seconds on a date-time, an optional null left out, compact JSON in a string, other
+    correct code, parallel calls in the other order."""
+    assert judge(CASES["types.unicode_city"], answer([("get_weather", '{"city": "Tokyo"}')])).ok
+    assert not judge(CASES["types.unicode_city"], answer([("get_weather", '{"city": "Kyoto"}')])).ok
+    event = ('{"title": "Design review", "start": "2026-12-03T10:00:00", "attendees": ["Bo", "Ana"], '
+             '"location": {"room": "B2", "city": "Lyon"}}')
+    assert judge(CASES["types.array_object_null"], answer([("create_event", event)])).ok
+    late = judge(CASES["types.array_object_null"], answer([("create_event", event.replace("10:00:00", "11:00"))]))
+    assert any("start:" in p and "another moment" in p for p in late.problems)
+    assert judge(CASES["types.json_string"], answer([("set_config", '{"key": "policy", "value": "{\\"retries\\":3,\\"backoff\\":[1,2]}"}')])).ok
+    code = "a, b = 0, 1\nfor _ in range(10):\n    print(a)\n    a, b = b, a + b\nprint('sum', 88)\n"
+    import json
+    assert judge(CASES["types.long_code"], answer([("run_code", json.dumps({"language": "python", "code": code}))])).ok
+    wrong = judge(CASES["types.long_code"], answer([("run_code", json.dumps({"language": "python", "code": "print(1)"}))]))
+    assert any("expected it to show one of" in p for p in wrong.problems)
+    reversed_calls = answer([("get_weather", '{"city": "Lisbon"}'), ("get_weather", '{"city": "Oslo"}')])
+    assert judge(CASES["parallel.weather"], reversed_calls).ok
+    assert not judge(CASES["single.currency"], answer([("convert_currency", '{"amount": 25, "from": "USD", "to": "EUR"}')])).ok
+
+
+def test_a_cut_answer_is_inconclusive_and_out_of_the_rates():
+    cut = judge(CASES["reasoning.long"], answer(reasoning="Sunlight", finish="length"), require_reasoning=True)
+    assert cut.inconclusive and "max_tokens=8192" in cut.inconclusive and not cut.ok
+    good = judge(CASES["irrelevance.math"], answer(content="144", finish="stop"))
+    wrong = judge(CASES["irrelevance.math"], answer(content="It is 124.", finish="stop"))
+    assert good.ok and any("does not contain '144'" in p for p in wrong.problems)
+    assert match_rate([cut, good, wrong]) == 0.5
 
 
 def test_invalid_json_and_missing_call():
@@ -59,19 +89,16 @@ def test_reasoning_rules():
     on, off = CASES["reasoning.arithmetic"], CASES["reasoning.off"]
     assert "thinking is on but no reasoning came back (reasoning parser missing or wrong?)" in judge(
         on, answer(content="42", finish="stop"), require_reasoning=True).problems
+    assert "thinking is on but no reasoning came back" in judge(
+        on, answer(content="42", finish="stop"), require_reasoning=True, served_faithfully=True).problems
+    dynamic = judge(on, answer(content="42", finish="stop"), family="glm45", require_reasoning=True)
+    assert dynamic.ok and dynamic.notes  # GLM-4.5/4.6 may choose not to think: noted, not failed
     assert any("thinking is off but reasoning came back" in p for p in judge(
         off, answer(content="42", reasoning="hmm", finish="stop")).problems)
     leaked = judge(on, answer(content="<think>x</think>42", finish="stop"))
     assert any("'<think>'" in p for p in leaked.problems)
     swallowed = judge(CASES["single.weather"], answer(reasoning="<tool_call>get_weather", finish="stop"))
     assert any("swallowed" in p for p in swallowed.problems)
-
-
-def test_ids_unique():
-    case = CASES["parallel.weather"]
-    a = answer([("get_weather", '{"city": "Oslo"}'), ("get_weather", '{"city": "Lisbon"}')])
-    a.calls[1] = Call("call_0", "get_weather", '{"city": "Lisbon"}')
-    assert any("not unique" in p for p in judge(case, a).problems)
 
 
 def test_aggregates():
@@ -117,7 +144,11 @@ def test_reasoning_after_content_is_flagged():
         asm.add(chunk)
     a = asm.answer()
     assert a.reasoning_after_content
-    assert "a reasoning delta arrived after content had started" in judge(CASES["reasoning.arithmetic"], a).problems
+    assert "a reasoning delta arrived after content had started" in unchecked_serving(a)
+    blank_first = StreamAssembler()
+    for chunk in [_chunk(content="\n"), _chunk(reasoning="thought"), _chunk(content="42", finish="stop")]:
+        blank_first.add(chunk)
+    assert not blank_first.answer().reasoning_after_content  # a blank content delta does not count
 
 
 def test_from_response_reads_either_reasoning_name():

@@ -1,0 +1,99 @@
+"""A gateway in front of a real server that alters its chat-completion responses, for broken-deployment tests.
+
+It forwards every request to the upstream server and rewrites each response body (and each SSE event of a
+stream) with a function of the parsed JSON: e.g. one that lower-cases tool-call arguments, as a "helpful"
+normalising gateway would, or one that drops ``token_ids``, as a gateway that only passes OpenAI's own
+fields does. It runs on its own event loop in a thread and listens on 127.0.0.1 only.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import threading
+from collections.abc import Callable, Iterator
+from typing import Any
+
+import aiohttp
+from aiohttp import web
+
+Rewrite = Callable[[dict[str, Any]], dict[str, Any]]
+HOP_HEADERS = {"content-length", "transfer-encoding", "connection", "content-encoding", "host"}
+
+
+def lowercase_arguments(body: dict[str, Any]) -> dict[str, Any]:
+    for choice in body.get("choices") or []:
+        for holder in (choice.get("message"), choice.get("delta")):
+            for call in (holder or {}).get("tool_calls") or []:
+                fn = call.get("function") or {}
+                if isinstance(fn.get("arguments"), str):
+                    fn["arguments"] = fn["arguments"].lower()
+    return body
+
+
+def drop_token_ids(body: dict[str, Any]) -> dict[str, Any]:
+    body.pop("prompt_token_ids", None)
+    for choice in body.get("choices") or []:
+        choice.pop("token_ids", None)
+    return body
+
+
+async def _handle(request: web.Request) -> web.StreamResponse:
+    upstream: str = request.app["upstream"]
+    rewrite: Rewrite = request.app["rewrite"]
+    session: aiohttp.ClientSession = request.app["session"]
+    headers = {k: v for k, v in request.headers.items() if k.lower() not in HOP_HEADERS}
+    data = await request.read()
+    async with session.request(request.method, upstream + request.path_qs, data=data, headers=headers) as resp:
+        kind = resp.headers.get("content-type", "")
+        if "text/event-stream" in kind:
+            out = web.StreamResponse(status=resp.status, headers={"content-type": kind})
+            await out.prepare(request)
+            async for raw in resp.content:
+                line = raw.decode()
+                if line.startswith("data: ") and line.strip() != "data: [DONE]":
+                    line = "data: " + json.dumps(rewrite(json.loads(line[6:]))) + "\n"
+                await out.write(line.encode())
+            await out.write_eof()
+            return out
+        body = await resp.read()
+        if "application/json" in kind and request.path.startswith("/v1/chat/completions"):
+            body = json.dumps(rewrite(json.loads(body))).encode()
+        return web.Response(status=resp.status, body=body, content_type=kind.split(";")[0] or None)
+
+
+@contextlib.contextmanager
+def altering_proxy(upstream: str, rewrite: Rewrite) -> Iterator[str]:
+    """Serve ``upstream`` through ``rewrite``; yields the proxy's base URL."""
+    loop = asyncio.new_event_loop()
+    ready = threading.Event()
+    state: dict[str, Any] = {}
+
+    async def start() -> None:
+        app = web.Application()
+        app["upstream"], app["rewrite"] = upstream.rstrip("/"), rewrite
+        app["session"] = aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=600))
+        app.router.add_route("*", "/{tail:.*}", _handle)
+        runner = web.AppRunner(app)
+        await runner.setup()
+        site = web.TCPSite(runner, "127.0.0.1", 0)
+        await site.start()
+        state["runner"], state["app"] = runner, app
+        state["url"] = f"http://127.0.0.1:{runner.addresses[0][1]}"
+        ready.set()
+
+    thread = threading.Thread(target=lambda: (loop.run_until_complete(start()), loop.run_forever()), daemon=True)
+    thread.start()
+    if not ready.wait(10):
+        raise RuntimeError("the altering proxy did not start within 10 s")
+    try:
+        yield state["url"]
+    finally:
+        async def stop() -> None:
+            await state["app"]["session"].close()
+            await state["runner"].cleanup()
+
+        asyncio.run_coroutine_threadsafe(stop(), loop).result(10)
+        loop.call_soon_threadsafe(loop.stop)
+        thread.join(10)
