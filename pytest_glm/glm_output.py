@@ -110,13 +110,32 @@ def read_value(raw: str, types: list[str] | None) -> tuple[Any, bool]:
     except ValueError:
         as_json, parsed = raw, False
     if types is None:
-        return (as_json if parsed else raw), parsed and not isinstance(as_json, str)
+        return (as_json if parsed else raw), parsed
     if types == ["string"]:
         return raw, False
     others = [t for t in types if t != "string"]
     if parsed and _fits(as_json, others):
         return as_json, "string" in types
+    lenient = _lenient(raw)
+    if lenient is not _NOT_A_VALUE and _fits(lenient, others):
+        return lenient, True  # e.g. Python's True for a boolean: a server may coerce it or keep the text
     return raw, False
+
+
+_NOT_A_VALUE = object()
+
+
+def _lenient(raw: str) -> Any:
+    """What a forgiving reader makes of a value that is not JSON: Python's literals, zero-padded numbers."""
+    text = raw.strip()
+    if text in ("True", "False", "None"):
+        return {"True": True, "False": False, "None": None}[text]
+    for kind in (int, float):
+        try:
+            return kind(text)
+        except ValueError:
+            continue
+    return _NOT_A_VALUE
 
 
 def parse_call(body: str, schema: dict[str, Any] | None) -> tuple[GeneratedCall, list[str]]:
@@ -160,14 +179,18 @@ def parse_output(text: str, family: str, *, thinking: bool, tools: list[dict[str
     closed = True
     if thinking:
         start: int | None = 0  # GLM-4.7: the prompt opened the think block
-        if family != "glm47":
+        at = body.find(THINK_OPEN)
+        if at >= 0 and not body[:at].strip():
+            start = at + len(THINK_OPEN)  # GLM-4.5/4.6 open it themselves (GLM-4.7 may repeat it)
+        elif family != "glm47":
             start = None
-            at = body.find(THINK_OPEN)
-            if at >= 0 and not body[:at].strip():
-                start = at + len(THINK_OPEN)
         if start is not None:
             end = body.find(THINK_CLOSE, start)
-            if end < 0:
+            call = body.find(CALL_OPEN, start) if parse_tools and tools else -1
+            if end < 0 and call >= 0:
+                # A call ends the reasoning the model never closed (GLM does this; servers read it so).
+                reasoning, body = body[start:call], body[call:]
+            elif end < 0:
                 reasoning, body, closed = body[start:], "", False
             else:
                 reasoning, body = body[start:end], body[end + len(THINK_CLOSE):]
@@ -185,8 +208,9 @@ def parse_output(text: str, family: str, *, thinking: bool, tools: list[dict[str
             break
         content.append(body[pos:at])
         end = body.find(CALL_CLOSE, at)
-        if end < 0:
+        if end < 0:  # cut inside a call: no call, the text stays content (as servers return it)
             out.malformed.append(f"a tool call is not closed: {body[at:at + 80]!r}")
+            content.append(body[at:])
             break
         call, problems = parse_call(body[at + len(CALL_OPEN):end], None)
         call, problems = parse_call(body[at + len(CALL_OPEN):end], schemas.get(call.name))
