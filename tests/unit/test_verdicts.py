@@ -6,8 +6,7 @@ from types import SimpleNamespace as NS
 
 from pytest_glm.answers import Answer, Call, StreamAssembler, from_response
 from pytest_glm.cases import load_cases
-from pytest_glm.verdicts import (judge, match_rate, schema_accuracy, stream_differences, trigger_f1,
-                                 unchecked_serving)
+from pytest_glm.verdicts import judge, match_rate, schema_accuracy, stream_differences, trigger_f1, unchecked_serving
 
 CASES = {c.id: c for c in load_cases()}
 
