@@ -25,6 +25,7 @@ from typing import Any
 from pytest_glm.answers import Answer
 from pytest_glm.cases import Case
 from pytest_glm.glm_output import CALL_CLOSE, CALL_OPEN, THINK_CLOSE, GeneratedCall, GeneratedOutput, parse_output
+from pytest_glm.matchers import same_json
 
 #: Streamed: a call whose tokens span this many chunks must show its name before its arguments end, and
 #: an argument value of at least LONG_ARGUMENT characters spanning them must arrive in pieces.
@@ -51,21 +52,6 @@ def _short(value: Any, limit: int = 160) -> str:
     return text if len(text) <= limit else text[: limit - 3] + "..."
 
 
-def _same(served: Any, generated: Any) -> bool:
-    """Equal as JSON values: same type (integers and floats are one number type), strings byte for byte."""
-    if isinstance(served, bool) or isinstance(generated, bool):
-        return type(served) is type(generated)
-    if isinstance(served, (int, float)) and isinstance(generated, (int, float)):
-        return served == generated
-    if type(served) is not type(generated):
-        return False
-    if isinstance(served, dict):
-        return served.keys() == generated.keys() and all(_same(served[k], generated[k]) for k in served)
-    if isinstance(served, list):
-        return len(served) == len(generated) and all(_same(a, b) for a, b in zip(served, generated, strict=True))
-    return bool(served == generated)
-
-
 def _call_findings(index: int, served: Any, generated: GeneratedCall) -> list[Finding]:
     where = f"call {index}"
     out = []
@@ -88,7 +74,7 @@ def _call_findings(index: int, served: Any, generated: GeneratedCall) -> list[Fi
         readings = [generated.arguments[key]]
         if key in generated.ambiguous:
             readings.append(generated.raw[key])
-        if not any(_same(args[key], r) for r in readings):
+        if not any(same_json(args[key], r) for r in readings):
             out.append(Finding("tool parser", f"{where} ({generated.name}): the tool parser returned {key}="
                                               f"{_short(args[key])} where the model generated {_short(readings[0])}"
                                               + (f" (text {_short(generated.raw[key])})"

@@ -114,14 +114,14 @@ def _same_kind(a: Any, b: Any) -> bool:
     return kind(a) == kind(b)
 
 
-def _same_json(a: Any, b: Any) -> bool:
+def same_json(a: Any, b: Any) -> bool:
     """Equal as JSON, kind checked at every level (``true`` is not ``1`` anywhere in the tree)."""
     if not _same_kind(a, b):
         return False
     if isinstance(a, dict):
-        return a.keys() == b.keys() and all(_same_json(a[k], b[k]) for k in a)
+        return a.keys() == b.keys() and all(same_json(a[k], b[k]) for k in a)
     if isinstance(a, list):
-        return len(a) == len(b) and all(_same_json(x, y) for x, y in zip(a, b, strict=True))
+        return len(a) == len(b) and all(same_json(x, y) for x, y in zip(a, b, strict=True))
     return bool(a == b)
 
 
@@ -176,7 +176,7 @@ def mismatch(expected: Any, actual: Any) -> str | None:
             parsed = json.loads(actual)
         except ValueError:
             return f"{actual!r} is not JSON text (expected the JSON {arg!r})"
-        return None if _same_json(parsed, arg) else f"{actual!r} parses to {parsed!r}, expected {arg!r}"
+        return None if same_json(parsed, arg) else f"{actual!r} parses to {parsed!r}, expected {arg!r}"
     if op == "$contains":
         if not isinstance(actual, str) or arg.casefold() not in actual.casefold():
             return f"{str(actual)[:200]!r} does not contain {arg!r}"

@@ -81,12 +81,15 @@ class Outcome:
     message: str = ""
 
 
-def suite_of(nodeid: str) -> str:
-    """The suite a test belongs to: its module (``.../test_mtp.py::...`` is ``mtp``), never a keyword of
-    its parameters (``test_mtp_acceptance[reasoning]`` is in ``mtp``, not ``reasoning``)."""
+def suite_of(nodeid: str, keywords: Any = ()) -> str:
+    """The suite a test belongs to: a shipped suite module's (``.../test_mtp.py::...`` is ``mtp``,
+    whatever its parameters are called: ``test_mtp_acceptance[reasoning]`` is not a reasoning test);
+    elsewhere, a test of one's own, its suite marker."""
     module = nodeid.split("::", 1)[0].rsplit("/", 1)[-1]
     name = module.removeprefix("test_").removesuffix(".py")
-    return name if name in SUITES else ""
+    if name in SUITES:
+        return name
+    return next((s for s in SUITES if s in keywords), "")
 
 
 @dataclass
@@ -103,7 +106,7 @@ class RunReport:
 
     def add(self, report: Any) -> None:
         """Take one phase report (setup, call, teardown) of a test."""
-        suite = suite_of(report.nodeid)
+        suite = suite_of(report.nodeid, getattr(report, "keywords", {}))
         if not suite:
             return
         outcome = self.outcomes.setdefault(report.nodeid, Outcome(report.nodeid, suite))
