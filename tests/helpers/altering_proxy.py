@@ -39,28 +39,28 @@ def drop_token_ids(body: dict[str, Any]) -> dict[str, Any]:
     return body
 
 
-async def _handle(request: web.Request) -> web.StreamResponse:
-    upstream: str = request.app["upstream"]
-    rewrite: Rewrite = request.app["rewrite"]
-    session: aiohttp.ClientSession = request.app["session"]
-    headers = {k: v for k, v in request.headers.items() if k.lower() not in HOP_HEADERS}
-    data = await request.read()
-    async with session.request(request.method, upstream + request.path_qs, data=data, headers=headers) as resp:
-        kind = resp.headers.get("content-type", "")
-        if "text/event-stream" in kind:
-            out = web.StreamResponse(status=resp.status, headers={"content-type": kind})
-            await out.prepare(request)
-            async for raw in resp.content:
-                line = raw.decode()
-                if line.startswith("data: ") and line.strip() != "data: [DONE]":
-                    line = "data: " + json.dumps(rewrite(json.loads(line[6:]))) + "\n"
-                await out.write(line.encode())
-            await out.write_eof()
-            return out
-        body = await resp.read()
-        if "application/json" in kind and request.path.startswith("/v1/chat/completions"):
-            body = json.dumps(rewrite(json.loads(body))).encode()
-        return web.Response(status=resp.status, body=body, content_type=kind.split(";")[0] or None)
+def _handler(upstream: str, rewrite: Rewrite, session: aiohttp.ClientSession) -> Callable[..., Any]:
+    async def handle(request: web.Request) -> web.StreamResponse:
+        headers = {k: v for k, v in request.headers.items() if k.lower() not in HOP_HEADERS}
+        data = await request.read()
+        async with session.request(request.method, upstream + request.path_qs, data=data, headers=headers) as resp:
+            kind = resp.headers.get("content-type", "")
+            if "text/event-stream" in kind:
+                out = web.StreamResponse(status=resp.status, headers={"content-type": kind})
+                await out.prepare(request)
+                async for raw in resp.content:
+                    line = raw.decode()
+                    if line.startswith("data: ") and line.strip() != "data: [DONE]":
+                        line = "data: " + json.dumps(rewrite(json.loads(line[6:]))) + "\n"
+                    await out.write(line.encode())
+                await out.write_eof()
+                return out
+            body = await resp.read()
+            if "application/json" in kind and request.path.startswith("/v1/chat/completions"):
+                body = json.dumps(rewrite(json.loads(body))).encode()
+            return web.Response(status=resp.status, body=body, content_type=kind.split(";")[0] or None)
+
+    return handle
 
 
 @contextlib.contextmanager
@@ -71,15 +71,14 @@ def altering_proxy(upstream: str, rewrite: Rewrite) -> Iterator[str]:
     state: dict[str, Any] = {}
 
     async def start() -> None:
+        session = aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=600))
         app = web.Application()
-        app["upstream"], app["rewrite"] = upstream.rstrip("/"), rewrite
-        app["session"] = aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=600))
-        app.router.add_route("*", "/{tail:.*}", _handle)
+        app.router.add_route("*", "/{tail:.*}", _handler(upstream.rstrip("/"), rewrite, session))
         runner = web.AppRunner(app)
         await runner.setup()
         site = web.TCPSite(runner, "127.0.0.1", 0)
         await site.start()
-        state["runner"], state["app"] = runner, app
+        state["runner"], state["session"] = runner, session
         state["url"] = f"http://127.0.0.1:{runner.addresses[0][1]}"
         ready.set()
 
@@ -91,7 +90,7 @@ def altering_proxy(upstream: str, rewrite: Rewrite) -> Iterator[str]:
         yield state["url"]
     finally:
         async def stop() -> None:
-            await state["app"]["session"].close()
+            await state["session"].close()
             await state["runner"].cleanup()
 
         asyncio.run_coroutine_threadsafe(stop(), loop).result(10)

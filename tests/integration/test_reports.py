@@ -43,7 +43,7 @@ def test_report_junit_plots_and_no_secret_anywhere(pytester: pytest.Pytester, tm
     assert data["deployment"]["mtp"] is True and "--speculative-config.method" in data["deployment"]["serve_flags"]
     assert {"preflight", "tool_calling", "mtp", "slo"} <= set(data["suites"])
     mtp = {f["figure"]: f for f in data["suites"]["mtp"]["figures"]}
-    assert mtp["acceptance_rate"]["passed"] is True and mtp["acceptance_rate"]["limit"] == 0.9
+    assert mtp["acceptance_rate"]["passed"] is True and mtp["acceptance_rate"]["limit"] == 0.8
     assert all(c["outcome"] == "passed" for c in data["suites"]["tool_calling"]["cases"])
 
     properties = [json.loads(p.get("value")) for p in ET.parse(junit).iter("property") if p.get("name") == "glm"]
