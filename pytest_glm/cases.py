@@ -1,4 +1,4 @@
-"""Correctness cases: conversations and what a healthy GLM must do with them, read from ``suites/data``.
+"""Correctness cases: conversations and what a healthy GLM must do with them, read from ``pytest_glm/suites/data``.
 
 One file per suite (``tool_calling.json``, ``reasoning.json``), one record per case, tools referenced by
 name from ``tools.json``. A case says what to send and what a correct answer must hold: the expected calls
@@ -25,7 +25,7 @@ from pytest_glm.exceptions import ConfigError
 from pytest_glm.matchers import check_matcher, sample
 
 #: Where the shipped suites keep their data (a repository checkout).
-DEFAULT_DATA_DIR = Path(__file__).resolve().parents[1] / "suites" / "data"
+DEFAULT_DATA_DIR = Path(__file__).resolve().parent / "suites" / "data"
 
 SUITE_FILES = ("tool_calling.json", "reasoning.json")
 

@@ -20,6 +20,7 @@ from typing import Any
 import pytest
 
 from pytest_glm import baseline, compare, versions
+from pytest_glm.case_answers import AnswerCache
 from pytest_glm.config import GLMConfig, add_options, read_options, resolve
 from pytest_glm.deployment import Deployment, DeploymentManager
 from pytest_glm.endpoint import Endpoint
@@ -413,6 +414,16 @@ def glm_mtp_twin(pytestconfig: pytest.Config, glm_deployment: Deployment) -> Dep
     if not session.glm.mtp_equivalence:
         pytest.skip("MTP equivalence runs with --glm-mtp-equivalence (it launches a second, MTP-off server)")
     return session.mtp_twin()
+
+
+@pytest.fixture(scope="session")
+def glm_answers(glm_endpoint: Endpoint, glm_deployment: Deployment) -> Iterator[AnswerCache]:
+    """The answers of the correctness cases, each (case, streamed) asked once per run, with their
+    faithfulness and behaviour verdicts (pytest_glm.case_answers): the per-case tests, the aggregate
+    gates and the load comparison judge the same responses."""
+    cache = AnswerCache(glm_endpoint, glm_deployment)
+    yield cache
+    cache.close()
 
 
 @pytest.fixture

@@ -7,7 +7,7 @@ Reproducible (fixed seeds, fixed data order) and CPU-only. The main model (trans
 ``Glm4MoeForCausalLM`` at toy size, the same architecture vLLM serves) and its MTP layer are trained
 jointly so that, under greedy decoding:
 
-- every case in ``suites/data`` gets the case's answer, in the family's GLM output format;
+- every case in ``pytest_glm/suites/data`` gets the case's answer, in the family's GLM output format;
 - a prompt of random tokens (what latency benchmarks send) is continued by one filler token, repeated;
 - after the stop token (when a client sets ``ignore_eos``) the filler follows too;
 - the MTP layer predicts the token after next everywhere the model decodes, so drafts are accepted.

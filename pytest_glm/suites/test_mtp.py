@@ -1,0 +1,115 @@
+"""MTP speculative decoding: is the drafter running, and are its drafts accepted often enough?
+
+Each workload kind (prose answers, tool-call arguments, reasoning) is sent on its own, greedy and one
+request at a time, between two reads of the server's spec-decode counters at ``/metrics`` (summed over
+engines); the difference is what this workload drafted and had accepted. With one draft token the
+acceptance rate must reach the profile's ``mtp_acceptance_rate`` (0.80: below the recipe's *typical* 0.90,
+above every broken MTP layer measured; docs/thresholds.md); with more, each draft position must reach its
+``mtp_position_acceptance`` minimum. A drop against a stored healthy run is caught by --glm-compare.
+
+With --glm-mtp-equivalence, the MTP-off twin answers every case too, and the answers must be identical:
+speculative decoding must never change a greedy output.
+"""
+
+from __future__ import annotations
+
+import openai
+import pytest
+
+from pytest_glm.cases import load_cases
+from pytest_glm.chat import ask, rejection
+from pytest_glm.metrics import SpecDecodeStats, parse
+from pytest_glm.plugin import glm_config_of
+
+pytestmark = pytest.mark.mtp
+
+ALL = load_cases()
+KINDS = {
+    "tool_arguments": [c for c in ALL if c.expects_call],
+    "reasoning": [c for c in ALL if c.suite == "reasoning" and c.thinking is not False],
+    "prose": [c for c in ALL if not c.expects_call and not (c.suite == "reasoning" and c.thinking is not False)],
+}
+
+
+@pytest.fixture(scope="module")
+def mtp_client(glm_endpoint):
+    client = glm_endpoint.client()
+    yield client
+    client.close()
+
+
+@pytest.mark.parametrize("kind", list(KINDS))
+def test_mtp_acceptance(kind, glm_deployment, mtp_client, glm_record):
+    endpoint = glm_deployment.endpoint
+    expected, why = glm_deployment.mtp_expectation()
+    before = parse(endpoint.metrics_text())
+    if not before.has_spec_decode:
+        if expected:
+            pytest.fail(f"MTP is expected ({why}), but /metrics has no speculative-decoding counters: the server "
+                        f"runs without MTP (no --speculative-config)", pytrace=False)
+        pytest.skip(f"MTP is not expected ({why}) and the server reports no speculative decoding")
+
+    for case in KINDS[kind]:
+        try:
+            ask(mtp_client, case, endpoint.model, stream=False)
+        except (openai.APIStatusError, openai.APIError) as exc:
+            pytest.fail(f"case {case.id}: {rejection(exc, glm_deployment)}", pytrace=False)
+    stats = SpecDecodeStats.from_delta(parse(endpoint.metrics_text()) - before)
+    thresholds = glm_deployment.profile.thresholds
+    k = max(stats.per_position, default=-1) + 1 or glm_deployment.num_speculative_tokens() or 1
+    glm_record("mtp", kind, "drafts", stats.drafts, 1, ">=")
+    glm_record("mtp", kind, "acceptance_rate", stats.acceptance_rate,
+               thresholds.mtp_acceptance_rate if k == 1 else None, ">=" if k == 1 else "")
+    glm_record("mtp", kind, "mean_acceptance_length", stats.mean_acceptance_length)
+    for pos, rate in stats.position_rates().items():
+        glm_record("mtp", kind, f"acceptance_pos{pos}", rate, thresholds.position_minimum(pos) if k > 1 else None,
+                   ">=" if k > 1 else "")
+
+    if not stats.drafts:
+        pytest.fail(f"{kind}: the spec-decode counters did not move over {len(KINDS[kind])} requests: no drafts, "
+                    f"so the MTP drafter did not run", pytrace=False)
+    if k == 1:
+        minimum = thresholds.mtp_acceptance_rate
+        assert stats.acceptance_rate >= minimum, (
+            f"{kind}: MTP acceptance rate {stats.acceptance_rate:.3f} is below {minimum:.2f} "
+            f"({stats.summary()}); a damaged or mismatched MTP layer drafts tokens the model rejects")
+    else:
+        rates = stats.position_rates()
+        low = [f"position {p}: {rates.get(p, 0.0):.3f} < {thresholds.position_minimum(p):.2f}"
+               for p in range(k) if rates.get(p, 0.0) < thresholds.position_minimum(p)]
+        assert not low, f"{kind}: MTP acceptance too low at {'; '.join(low)} ({stats.summary()})"
+
+
+@pytest.fixture(scope="module")
+def twin_client(glm_mtp_twin):
+    client = glm_mtp_twin.endpoint.client()
+    yield client
+    client.close()
+
+
+def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
+    if "equivalence_case" in metafunc.fixturenames:
+        if glm_config_of(metafunc.config).mtp_equivalence:
+            metafunc.parametrize("equivalence_case", ALL, ids=[c.id for c in ALL])
+        else:
+            metafunc.parametrize("equivalence_case", [None], ids=["off"])
+
+
+def test_mtp_equivalence(equivalence_case, glm_deployment, glm_answers, request):
+    if equivalence_case is None:
+        pytest.skip("MTP equivalence runs with --glm-mtp-equivalence (it launches a second, MTP-off server)")
+    case = equivalence_case
+    glm_mtp_twin = request.getfixturevalue("glm_mtp_twin")
+    twin_client = request.getfixturevalue("twin_client")
+    if not glm_deployment.mtp:
+        pytest.skip("the deployment runs without MTP: nothing to compare with its MTP-off twin")
+    with_mtp = glm_answers.get(case, False)
+    without = ask(twin_client, case, glm_mtp_twin.endpoint.model, stream=False)
+    differences = [f"{name}: with MTP {getattr(with_mtp, name)!r} | without {getattr(without, name)!r}"
+                   for name in ("content", "reasoning", "finish_reason", "completion_tokens")
+                   if getattr(with_mtp, name) != getattr(without, name)]
+    calls_on = [(c.name, c.parsed()) for c in with_mtp.calls]
+    calls_off = [(c.name, c.parsed()) for c in without.calls]
+    if calls_on != calls_off:
+        differences.append(f"tool calls: with MTP {calls_on} | without {calls_off}")
+    assert not differences, f"{case.id}: greedy output changes with MTP on:\n  " + "\n  ".join(differences)

@@ -1,0 +1,83 @@
+"""Tool calling: does the deployment turn GLM's tool-call markup into exactly the OpenAI tool calls the
+model generated, and does the model call the right tools with sensible arguments?
+
+Every case runs non-streamed and streamed, and each answer gets two verdicts:
+
+- ``test_served_faithfully`` (exact): the calls, content and reasoning equal this project's own parse of
+  the model's token ids; streamed, the stream is that parse too, and incremental.
+- ``test_behaves`` (tolerant): the expected calls, names and argument values by the case's matchers, valid
+  against the tool's schema. A miss is the model's; it is counted, and ``test_aggregate_gates`` fails the
+  run when the rates fall below the profile's thresholds (docs/thresholds.md).
+
+Then the same cases under concurrent load, where every answer must still be served faithfully.
+"""
+
+from __future__ import annotations
+
+import warnings
+
+import pytest
+
+from pytest_glm.case_answers import assert_behaves, assert_served_faithfully, replay_under_load
+from pytest_glm.cases import load_cases
+from pytest_glm.verdicts import match_rate, schema_accuracy, trigger_f1
+
+pytestmark = pytest.mark.tool_calling
+
+CASES = [c for c in load_cases() if c.suite == "tool_calling"]
+
+
+@pytest.mark.parametrize("stream", [False, True], ids=["plain", "stream"])
+@pytest.mark.parametrize("case", CASES, ids=[c.id for c in CASES])
+def test_served_faithfully(case, stream, glm_answers):
+    assert_served_faithfully(glm_answers, case, stream)
+
+
+@pytest.mark.parametrize("stream", [False, True], ids=["plain", "stream"])
+@pytest.mark.parametrize("case", CASES, ids=[c.id for c in CASES])
+def test_behaves(case, stream, glm_answers):
+    assert_behaves(glm_answers, case, stream)
+
+
+def test_aggregate_gates(glm_answers, glm_deployment, glm_record):
+    answers = [(c, s) for c in CASES for s in (False, True)]
+    verdicts = [glm_answers.verdict(c, s) for c, s in answers]
+    unfaithful = sum(bool(glm_answers.findings(c, s)) for c, s in answers)
+    limits = glm_deployment.profile.thresholds
+    accuracy, f1, rate = schema_accuracy(verdicts), trigger_f1(verdicts), match_rate(verdicts)
+    coverage = glm_answers.coverage()
+    inconclusive = sum(v.inconclusive is not None for v in verdicts)
+    glm_record("tool_calling", "aggregate", "unfaithful_answers", unfaithful, 0, "<=")
+    glm_record("tool_calling", "aggregate", "tool_schema_accuracy", accuracy, limits.tool_schema_accuracy, ">=")
+    glm_record("tool_calling", "aggregate", "tool_trigger_f1", f1, limits.tool_trigger_f1, ">=")
+    glm_record("tool_calling", "aggregate", "behaviour_match_rate", rate, limits.behaviour_match_rate, ">=")
+    glm_record("tool_calling", "aggregate", "inconclusive_answers", inconclusive)
+    glm_record("tool_calling", "aggregate", "token_id_coverage", coverage)
+    if coverage is not None and coverage < 1:
+        warnings.warn(f"the endpoint returned no token ids for {1 - coverage:.0%} of the answers (an older vLLM, or a "
+                      f"gateway that drops return_token_ids): those answers were checked without the exact "
+                      f"faithfulness checks (no stream/non-stream oracle)", stacklevel=1)
+    print(f"schema accuracy {accuracy}, trigger F1 {f1}, behaviour match rate {rate} over {len(verdicts)} answers "
+          f"({inconclusive} inconclusive); {unfaithful} served unfaithfully")
+    missed = [f"{v.case_id} ({'stream' if v.streamed else 'plain'}): {'; '.join(v.problems)}"
+              for v in verdicts if v.problems]
+    failures = []
+    if accuracy is not None and accuracy < limits.tool_schema_accuracy:
+        failures.append(f"schema accuracy {accuracy:.3f} < {limits.tool_schema_accuracy}")
+    if f1 is None or f1 < limits.tool_trigger_f1:
+        failures.append(f"tool-call trigger F1 {f1 if f1 is None else round(f1, 3)} < {limits.tool_trigger_f1}")
+    if rate is None or rate < limits.behaviour_match_rate:
+        failures.append(f"behaviour match rate {rate if rate is None else round(rate, 3)} < {limits.behaviour_match_rate}")
+    assert not failures, (f"{'; '.join(failures)} ({glm_deployment.profile.name}); the answers that missed:\n  "
+                          + "\n  ".join(missed))
+
+
+def test_served_faithfully_under_load(glm_answers, glm_deployment, glm_record):
+    """Batched (and, with MTP, drafted) requests must be served as faithfully as one-at-a-time ones."""
+    concurrency = glm_deployment.profile.thresholds.load_concurrency
+    broken, changed = replay_under_load(glm_answers, CASES, concurrency)
+    glm_record("tool_calling", "under_load", "behaviour_changes", len(changed))
+    if changed:
+        print(f"{len(changed)} behaviour verdict(s) changed under load (the model's choice in a batch):\n"
+              + "\n".join(changed))
+    assert not broken, f"{len(broken)} answer(s) at concurrency {concurrency} not served faithfully:\n" + "\n".join(broken)
