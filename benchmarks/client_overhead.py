@@ -25,9 +25,9 @@ sys.path.insert(0, str(ROOT))
 
 from common import cache_dir, text_prompts, vllm_bench_serve  # noqa: E402
 
-from pytest_glm.launch import free_port  # noqa: E402
-from pytest_glm.load import LoadRunner, Workload  # noqa: E402
+from pytest_glm.measuring.load import LoadRunner, Workload  # noqa: E402
 from pytest_glm.reference import ensure_reference_model  # noqa: E402
+from pytest_glm.serving.launch import free_port  # noqa: E402
 
 
 def wait_port(port: int, timeout: float = 30.0) -> None:

@@ -16,11 +16,12 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import NamedTuple
 
-from pytest_glm.command import ServeOptions, build_serve_command, resolve_vllm
-from pytest_glm.launch import ServerProcess, free_port
-from pytest_glm.models import resolve_model, with_local_path
-from pytest_glm.profiles import resolve_profile
+from pytest_glm.catalog.models import resolve_model, with_local_path
+from pytest_glm.catalog.profiles import resolve_profile
+from pytest_glm.config import ServeOptions
 from pytest_glm.reference import ensure_reference_model
+from pytest_glm.serving.command import build_serve_command, resolve_vllm
+from pytest_glm.serving.launch import ServerProcess, free_port
 
 VLLM_BENCH = ("import sys; from vllm.benchmarks.serve import add_cli_args, main; "
               "from vllm.utils.argparse_utils import FlexibleArgumentParser; "

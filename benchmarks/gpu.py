@@ -48,13 +48,13 @@ sys.path.insert(0, str(ROOT))
 from common import Served, cache_dir, launch_reference  # noqa: E402
 from fidelity import measure  # noqa: E402
 
-from pytest_glm.cases import load_cases  # noqa: E402
-from pytest_glm.chat import ask  # noqa: E402
-from pytest_glm.endpoint import Endpoint  # noqa: E402
-from pytest_glm.load import LoadRunner, Workload, random_prompts  # noqa: E402
-from pytest_glm.metrics import SpecDecodeStats, parse  # noqa: E402
+from pytest_glm.judging.cases import load_cases  # noqa: E402
+from pytest_glm.judging.chat import ask  # noqa: E402
+from pytest_glm.measuring.load import LoadRunner, Workload, random_prompts  # noqa: E402
+from pytest_glm.measuring.metrics import SpecDecodeStats, parse  # noqa: E402
+from pytest_glm.measuring.slo import figures  # noqa: E402
 from pytest_glm.reference import ensure_reference_model  # noqa: E402
-from pytest_glm.slo import figures  # noqa: E402
+from pytest_glm.serving.endpoint import Endpoint  # noqa: E402
 
 #: The decode-heavy shape of the speed-up and FP8 latency measurements (tokens in, out, concurrency, requests).
 DECODE = (256, 1024, 16, 32)

@@ -13,7 +13,7 @@ For each cell (workload x batch) and figure the worst value over the reports is 
 So a server twice as slow as the one measured fails, while a noisy or somewhat slower box of the same kind
 does not. The output is a threshold file (docs/thresholds.md) with ``[slo."<workload>.<batch>"]`` tables, a
 header naming the reports, the profile's workload shapes and the batch sizes the reports measured; the profiles' reference
-thresholds (``pytest_glm/thresholds/<profile>.reference.toml``) are made this way.
+thresholds (``pytest_glm/catalog/thresholds/<profile>.reference.toml``) are made this way.
 """
 
 from __future__ import annotations
@@ -28,7 +28,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from pytest_glm.profiles import PROFILES  # noqa: E402
+from pytest_glm.catalog.profiles import PROFILES  # noqa: E402
 
 MEDIANS = ("median_ttft_ms", "median_tpot_ms", "median_itl_ms")
 P99S = ("p99_ttft_ms", "p99_tpot_ms", "p99_itl_ms", "p99_e2el_ms")

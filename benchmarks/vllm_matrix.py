@@ -26,7 +26,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from pytest_glm.command import probe_python  # noqa: E402
+from pytest_glm.serving.command import probe_python  # noqa: E402
 
 MODELS = ("glm-tiny", "glm-tiny-47")
 #: Latency cells shown in the table (the cpu profile's batch 8 of each workload), and their figures.

@@ -15,10 +15,28 @@ from typing import Any
 
 import pytest
 
-from pytest_glm.command import ServeOptions
+from pytest_glm.catalog.models import DEFAULT_MODEL, ModelSpec, resolve_model
+from pytest_glm.catalog.profiles import Profile, check_fit, for_reference_model, load_thresholds, resolve_profile
 from pytest_glm.exceptions import ConfigError
-from pytest_glm.models import DEFAULT_MODEL, ModelSpec, resolve_model
-from pytest_glm.profiles import Profile, check_fit, for_reference_model, load_thresholds, resolve_profile
+
+
+@dataclass(frozen=True)
+class ServeOptions:
+    """User overrides of the serving command; ``None`` means "the model's and profile's default"."""
+
+    tp: int | None = None
+    dp: int | None = None
+    mtp: bool | None = None
+    num_speculative_tokens: int = 1
+    max_model_len: int | None = None
+    max_num_batched_tokens: int | None = None
+    gpu_memory_utilization: float | None = None
+    served_model_name: str | None = None
+    prefix_caching: bool | None = None
+    host: str = "127.0.0.1"
+    port: int = 0
+    extra_args: tuple[str, ...] = ()
+
 
 API_KEY_ENV = "GLM_API_KEY"
 

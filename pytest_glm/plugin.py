@@ -1,5 +1,5 @@
 """pytest-glm's pytest plugin: options, markers, hooks and fixtures. Thin on purpose; the work is done
-in config, deployment, launch and endpoint.
+in the layers below it (docs/architecture.md): config, serving, judging, measuring, reporting.
 
 When the server starts: once per run, after collection and before the first test, and only if a collected
 test uses a ``glm_*`` fixture, so a run that needs no server never pays for one. A server that fails to
@@ -19,14 +19,15 @@ from typing import Any
 
 import pytest
 
-from pytest_glm import baseline, compare, versions
-from pytest_glm.case_answers import AnswerCache
+from pytest_glm.catalog import versions
 from pytest_glm.config import GLMConfig, add_options, read_options, resolve
-from pytest_glm.deployment import Deployment, DeploymentManager
-from pytest_glm.endpoint import Endpoint
 from pytest_glm.exceptions import ConfigError, DeploymentError
-from pytest_glm.load import LoadRunner
-from pytest_glm.report import RunReport, recorder
+from pytest_glm.judging.case_answers import AnswerCache
+from pytest_glm.measuring.load import LoadRunner
+from pytest_glm.reporting import baseline, compare
+from pytest_glm.reporting.report import RunReport, recorder
+from pytest_glm.serving.deployment import Deployment, DeploymentManager
+from pytest_glm.serving.endpoint import Endpoint
 
 #: Any test that (directly or through another fixture) uses this fixture needs the server.
 SERVER_FIXTURE = "glm_deployment"
@@ -274,7 +275,7 @@ class GLMSession:
             self.report.write_json(self.glm.report, described, comparison)
             written.append(f"pytest-glm report: {self.glm.report}")
         if self.glm.plots is not None and self.report.outcomes:
-            from pytest_glm.plots import render
+            from pytest_glm.reporting.plots import render
 
             title = (f"{deployment.model.model_id} on {deployment.profile.name}, vLLM {deployment.vllm_version}"
                      if deployment is not None else "")
@@ -419,7 +420,7 @@ def glm_mtp_twin(pytestconfig: pytest.Config, glm_deployment: Deployment) -> Dep
 @pytest.fixture(scope="session")
 def glm_answers(glm_endpoint: Endpoint, glm_deployment: Deployment) -> Iterator[AnswerCache]:
     """The answers of the correctness cases, each (case, streamed) asked once per run, with their
-    faithfulness and behaviour verdicts (pytest_glm.case_answers): the per-case tests, the aggregate
+    faithfulness and behaviour verdicts (pytest_glm.judging.case_answers): the per-case tests, the aggregate
     gates and the load comparison judge the same responses."""
     cache = AnswerCache(glm_endpoint, glm_deployment)
     yield cache

@@ -17,7 +17,7 @@ from typing import Any
 
 from filelock import FileLock
 
-from pytest_glm.models import REFERENCE_MODELS
+from pytest_glm.catalog.models import REFERENCE_MODELS
 from pytest_glm.reference.tokenizer import STOP_TOKENS, VOCAB_SIZE, save_tokenizer, token_ids
 
 BUILD_VERSION = 1

@@ -22,9 +22,9 @@ from typing import Any
 
 import jsonschema
 
-from pytest_glm.cases import Case
+from pytest_glm.catalog.models import render_template
 from pytest_glm.exceptions import ConfigError
-from pytest_glm.models import render_template
+from pytest_glm.judging.cases import Case
 
 
 @dataclass(frozen=True)

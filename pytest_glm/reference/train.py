@@ -30,7 +30,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from pytest_glm.cases import DEFAULT_DATA_DIR, Case, load_cases
+from pytest_glm.judging.cases import DEFAULT_DATA_DIR, Case, load_cases
 from pytest_glm.reference.build import ARCH, _template, model_config
 from pytest_glm.reference.targets import completion, default_answers_file, load_answers, prompt
 from pytest_glm.reference.tokenizer import build_tokenizer

@@ -16,9 +16,9 @@ from __future__ import annotations
 import openai
 import pytest
 
-from pytest_glm.cases import load_cases
-from pytest_glm.chat import ask, rejection
-from pytest_glm.metrics import SpecDecodeStats, parse
+from pytest_glm.judging.cases import load_cases
+from pytest_glm.judging.chat import ask, rejection
+from pytest_glm.measuring.metrics import SpecDecodeStats, parse
 from pytest_glm.plugin import glm_config_of
 
 pytestmark = pytest.mark.mtp

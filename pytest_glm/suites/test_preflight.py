@@ -12,7 +12,7 @@ import json
 
 import pytest
 
-from pytest_glm.glm_format import WEATHER, WORKED, next_request_prompt
+from pytest_glm.judging.glm_format import WEATHER, WORKED, next_request_prompt
 
 pytestmark = pytest.mark.preflight
 

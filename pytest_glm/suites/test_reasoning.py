@@ -10,10 +10,10 @@ from __future__ import annotations
 
 import pytest
 
-from pytest_glm.case_answers import assert_behaves, assert_served_faithfully, replay_under_load
-from pytest_glm.cases import load_cases
-from pytest_glm.chat import ask
-from pytest_glm.verdicts import THINK_TAGS, TOOL_MARKUP, explain, match_rate
+from pytest_glm.judging.case_answers import assert_behaves, assert_served_faithfully, replay_under_load
+from pytest_glm.judging.cases import load_cases
+from pytest_glm.judging.chat import ask
+from pytest_glm.judging.verdicts import THINK_TAGS, TOOL_MARKUP, explain, match_rate
 
 pytestmark = pytest.mark.reasoning
 

@@ -13,11 +13,11 @@ import zlib
 
 import pytest
 
-from pytest_glm.baseline import EXTRA_INFO_KEY, Cell
-from pytest_glm.load import Workload, random_prompts
-from pytest_glm.plots import save_samples
+from pytest_glm.measuring.load import Workload, random_prompts
+from pytest_glm.measuring.slo import Finding, check, compare, figures, lower_is_better, table
 from pytest_glm.plugin import glm_config_of
-from pytest_glm.slo import Finding, check, compare, figures, lower_is_better, table
+from pytest_glm.reporting.baseline import EXTRA_INFO_KEY, Cell
+from pytest_glm.reporting.plots import save_samples
 
 pytestmark = pytest.mark.slo
 
@@ -79,7 +79,7 @@ def test_latency_slo(slo_cell, glm_deployment, glm_load_runner, glm_baseline, be
         limit = limits.get(figure)
         op = "" if limit is None else ("<=" if lower_is_better(figure) else ">=")
         glm_record("slo", check_name, figure, measured.get(figure), limit, op, " ms" if figure.endswith("_ms") else "")
-    if result.retried:  # sent again after the server closed their kept-alive connection (see pytest_glm.load)
+    if result.retried:  # sent again after the server closed their kept-alive connection (see pytest_glm.measuring.load)
         glm_record("slo", check_name, "retried_requests", result.retried, None, "", "")
     lag_ms = result.client_lag * 1000
     glm_record("slo", check_name, "client_lag_ms", lag_ms, thresholds.client_lag_ms, "<=", " ms")

@@ -18,9 +18,9 @@ import warnings
 
 import pytest
 
-from pytest_glm.case_answers import assert_behaves, assert_served_faithfully, replay_under_load
-from pytest_glm.cases import load_cases
-from pytest_glm.verdicts import match_rate, schema_accuracy, trigger_f1
+from pytest_glm.judging.case_answers import assert_behaves, assert_served_faithfully, replay_under_load
+from pytest_glm.judging.cases import load_cases
+from pytest_glm.judging.verdicts import match_rate, schema_accuracy, trigger_f1
 
 pytestmark = pytest.mark.tool_calling
 

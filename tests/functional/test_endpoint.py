@@ -9,7 +9,7 @@ from collections.abc import Iterator
 
 import pytest
 
-from pytest_glm.launch import free_port, port_is_taken
+from pytest_glm.serving.launch import free_port, port_is_taken
 from tests.conftest import FAKE_VLLM
 
 SECRET = "sk-live-abcdef123456"

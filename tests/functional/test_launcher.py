@@ -254,7 +254,7 @@ def test_after_death(i, glm_client, glm_endpoint):
 def test_server_has_its_own_process_group_in_our_session(tmp_path, monkeypatch: pytest.MonkeyPatch) -> None:
     """Its own group so that killpg ends all of it; our session, because a new session is a new scheduler
     autogroup on Linux, and the client's group then starved behind the server's busy threads (launch.py)."""
-    from pytest_glm.launch import VLLMExecutor
+    from pytest_glm.serving.launch import VLLMExecutor
 
     monkeypatch.setenv("FAKE_VLLM_MODE", "serve")
     with socket.socket() as sock:

@@ -7,9 +7,9 @@ import time
 
 import pytest
 
-from pytest_glm import load
-from pytest_glm.load import LoadRunner, Workload, random_prompts
-from pytest_glm.slo import figures
+from pytest_glm.measuring import load
+from pytest_glm.measuring.load import LoadRunner, Workload, random_prompts
+from pytest_glm.measuring.slo import figures
 from tests.helpers.stream_stub import StubInThread
 
 

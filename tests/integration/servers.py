@@ -9,11 +9,12 @@ from pathlib import Path
 
 import pytest
 
-from pytest_glm.command import ServeOptions, build_serve_command, resolve_vllm
-from pytest_glm.launch import ServerProcess, free_port
-from pytest_glm.models import resolve_model, with_local_path
-from pytest_glm.profiles import resolve_profile
+from pytest_glm.catalog.models import resolve_model, with_local_path
+from pytest_glm.catalog.profiles import resolve_profile
+from pytest_glm.config import ServeOptions
 from pytest_glm.reference import ensure_reference_model
+from pytest_glm.serving.command import build_serve_command, resolve_vllm
+from pytest_glm.serving.launch import ServerProcess, free_port
 
 SUITES = Path(__file__).parents[2] / "suites"
 TEMPLATES = Path(__file__).parents[2] / "pytest_glm" / "reference" / "templates"

@@ -83,7 +83,7 @@ def test_sdist_installs_with_its_suites_and_data(tmp_path: Path) -> None:
     installed = Path(_where(python, outside)).parent
     for needed in ("suites/data/tool_calling.json", "suites/test_tool_calling.py", "reference/answers/glm-tiny.json",
                    "reference/weights/glm-tiny-variant.safetensors", "reference/templates/glm47.jinja",
-                   "thresholds/cpu.reference.toml"):
+                   "catalog/thresholds/cpu.reference.toml"):
         assert (installed / needed).is_file(), f"{needed} is missing from the sdist install"
     done = subprocess.run([str(python), "-m", "pytest", "--pyargs", "pytest_glm.suites", "--collect-only", "-q",
                            "-p", "no:cacheprovider"], cwd=outside, capture_output=True, text=True, timeout=300)

@@ -15,12 +15,12 @@ from pathlib import Path
 
 import pytest
 
-from pytest_glm.cases import load_cases
 from pytest_glm.config import option_defaults, resolve
-from pytest_glm.deployment import Deployment, DeploymentManager
-from pytest_glm.metrics import SpecDecodeStats, parse
+from pytest_glm.judging.cases import load_cases
+from pytest_glm.measuring.metrics import SpecDecodeStats, parse
 from pytest_glm.reference.targets import default_answers_file, load_answers
 from pytest_glm.reference.tokenizer import VOCAB_SIZE
+from pytest_glm.serving.deployment import Deployment, DeploymentManager
 
 FILLER_ID = ord(".")  # the byte-level vocabulary keeps printable ASCII at its code point
 

@@ -9,9 +9,9 @@ from pathlib import Path
 import jsonschema
 import pytest
 
-from pytest_glm.cases import DEFAULT_DATA_DIR, load_cases
 from pytest_glm.exceptions import ConfigError
-from pytest_glm.matchers import sample
+from pytest_glm.judging.cases import DEFAULT_DATA_DIR, load_cases
+from pytest_glm.judging.matchers import sample
 from pytest_glm.reference.targets import argument_text, completion, default_answers_file, load_answers
 
 

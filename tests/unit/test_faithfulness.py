@@ -1,4 +1,4 @@
-"""Faithfulness (``pytest_glm.faithfulness``): hand-built server answers against what the model generated.
+"""Faithfulness (``pytest_glm.judging.faithfulness``): hand-built server answers against what the model generated.
 
 Each test takes a real case, the text a model could have generated for it (special tokens kept) and an
 ``Answer`` as a server might return it, and checks that a faithful answer gives no finding while each way
@@ -11,10 +11,10 @@ import json
 
 import pytest
 
-from pytest_glm.answers import Answer, Call, CallEvents
-from pytest_glm.cases import load_cases
-from pytest_glm.faithfulness import INCREMENTAL_CHUNKS, LONG_ARGUMENT, Finding, compare, incremental, judge
-from pytest_glm.glm_output import parse_output
+from pytest_glm.judging.answers import Answer, Call, CallEvents
+from pytest_glm.judging.cases import load_cases
+from pytest_glm.judging.faithfulness import INCREMENTAL_CHUNKS, LONG_ARGUMENT, Finding, compare, incremental, judge
+from pytest_glm.judging.glm_output import parse_output
 
 CASES = {c.id: c for c in load_cases()}
 TAGS = {"<think>": 266, "</think>": 267, "<tool_call>": 268, "</tool_call>": 269}

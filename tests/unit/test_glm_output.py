@@ -1,4 +1,4 @@
-"""The project's own reading of GLM output (``pytest_glm.glm_output``), against a table of model outputs.
+"""The project's own reading of GLM output (``pytest_glm.judging.glm_output``), against a table of model outputs.
 
 ``data/glm_parser_formats.json`` holds one record per output: its family, whether thinking was on, the
 request's tools (OpenAI schemas, inline), the text the model generated (special tokens kept), and what the
@@ -21,7 +21,7 @@ from typing import Any
 
 import pytest
 
-from pytest_glm.glm_output import STOP_TOKENS, GeneratedOutput, parse_call, parse_output, read_value
+from pytest_glm.judging.glm_output import STOP_TOKENS, GeneratedOutput, parse_call, parse_output, read_value
 
 DATA = Path(__file__).parent / "data" / "glm_parser_formats.json"
 RECORDS: list[dict[str, Any]] = json.loads(DATA.read_text(encoding="utf-8"))

@@ -1,4 +1,4 @@
-"""Tolerant matchers (``pytest_glm.matchers``): what each accepts, what it rejects, and why, in words."""
+"""Tolerant matchers (``pytest_glm.judging.matchers``): what each accepts, what it rejects, and why, in words."""
 
 from __future__ import annotations
 
@@ -7,9 +7,9 @@ import time
 import jsonschema
 import pytest
 
-from pytest_glm import matchers
-from pytest_glm.cases import load_cases
-from pytest_glm.matchers import ABSENT, OPERATORS, check_matcher, mismatch, operator, sample
+from pytest_glm.judging import matchers
+from pytest_glm.judging.cases import load_cases
+from pytest_glm.judging.matchers import ABSENT, OPERATORS, check_matcher, mismatch, operator, sample
 
 FIB_FROM_0 = """\
 numbers = []

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from pytest_glm.metrics import SpecDecodeStats, parse
+from pytest_glm.measuring.metrics import SpecDecodeStats, parse
 
 TEXT = """# HELP vllm:spec_decode_num_drafts_total Number of spec decoding drafts.
 # TYPE vllm:spec_decode_num_drafts_total counter

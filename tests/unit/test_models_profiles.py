@@ -7,9 +7,9 @@ from pathlib import Path
 
 import pytest
 
+from pytest_glm.catalog.models import REGISTRY, family_of_template, guess_model, resolve_model, spec_from_directory
+from pytest_glm.catalog.profiles import PROFILES, check_fit, resolve_profile
 from pytest_glm.exceptions import ConfigError, ModelDoesNotFit, UnknownModel, UnknownProfile
-from pytest_glm.models import REGISTRY, family_of_template, guess_model, resolve_model, spec_from_directory
-from pytest_glm.profiles import PROFILES, check_fit, resolve_profile
 
 TEMPLATES = Path(__file__).parents[2] / "pytest_glm" / "reference" / "templates"
 
@@ -132,7 +132,7 @@ def test_fit_refusal_says_what_would_fit() -> None:
 
 
 def test_threshold_file(tmp_path: Path) -> None:
-    from pytest_glm.profiles import load_thresholds
+    from pytest_glm.catalog.profiles import load_thresholds
 
     base = resolve_profile("cpu").thresholds
     path = tmp_path / "t.toml"
@@ -151,7 +151,7 @@ def test_threshold_file(tmp_path: Path) -> None:
 
 
 def test_threshold_file_slo_tables(tmp_path: Path) -> None:
-    from pytest_glm.profiles import for_reference_model, load_thresholds
+    from pytest_glm.catalog.profiles import for_reference_model, load_thresholds
 
     base = for_reference_model(resolve_profile("cpu")).thresholds
     path = tmp_path / "t.toml"
@@ -180,7 +180,7 @@ def test_threshold_file_slo_tables(tmp_path: Path) -> None:
     ("mtp_position_acceptance = []\n", "mtp_position_acceptance must be a non-empty list of numbers"),
 ])
 def test_threshold_file_errors_name_the_key(tmp_path: Path, text: str, message: str) -> None:
-    from pytest_glm.profiles import load_thresholds
+    from pytest_glm.catalog.profiles import load_thresholds
 
     path = tmp_path / "t.toml"
     path.write_text(text)
@@ -190,7 +190,7 @@ def test_threshold_file_errors_name_the_key(tmp_path: Path, text: str, message: 
 
 
 def test_prompt_vocab_of_checkpoints(tmp_path: Path) -> None:
-    from pytest_glm.models import REFERENCE_MODELS
+    from pytest_glm.catalog.models import REFERENCE_MODELS
 
     assert resolve_model("zai-org/GLM-4.7-FP8").prompt_vocab == 151329  # <|endoftext|>, the first special id
     assert resolve_model("zai-org/GLM-4.7-Flash").prompt_vocab == 154820
@@ -203,7 +203,7 @@ def test_prompt_vocab_of_checkpoints(tmp_path: Path) -> None:
 
 
 def test_latency_limits_are_the_reference_models_only() -> None:
-    """Measured limits (pytest_glm/thresholds/<profile>.reference.toml) judge the reference models; a real
+    """Measured limits (pytest_glm/catalog/thresholds/<profile>.reference.toml) judge the reference models; a real
     model on the same profile gets none, so its cells skip unless --glm-thresholds or a baseline says more."""
     from pytest_glm.config import option_defaults, resolve
 
@@ -221,7 +221,7 @@ def test_latency_limits_are_the_reference_models_only() -> None:
 
 
 def test_every_shipped_reference_threshold_file_loads() -> None:
-    from pytest_glm.profiles import PROFILES, REFERENCE_THRESHOLDS, for_reference_model
+    from pytest_glm.catalog.profiles import PROFILES, REFERENCE_THRESHOLDS, for_reference_model
 
     files = sorted(REFERENCE_THRESHOLDS.glob("*.reference.toml"))
     assert files

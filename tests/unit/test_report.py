@@ -6,7 +6,7 @@ import json
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from pytest_glm.report import SCHEMA, Figure, RunReport, recorder
+from pytest_glm.reporting.report import SCHEMA, Figure, RunReport, recorder
 
 
 @dataclass

@@ -7,10 +7,10 @@ from pathlib import Path
 
 import pytest
 
-from pytest_glm.baseline import EXTRA_INFO_KEY, Cell, load
 from pytest_glm.exceptions import ConfigError
-from pytest_glm.load import LoadResult, RequestRecord, Workload
-from pytest_glm.slo import check, compare, figures, table
+from pytest_glm.measuring.load import LoadResult, RequestRecord, Workload
+from pytest_glm.measuring.slo import check, compare, figures, table
+from pytest_glm.reporting.baseline import EXTRA_INFO_KEY, Cell, load
 
 
 def record(start: float, ttft: float, gap: float, chunks: int, tokens: int) -> RequestRecord:

@@ -6,10 +6,10 @@ from pathlib import Path
 
 import pytest
 
-from pytest_glm.glm_format import RENDERED_GLM45 as EXPECTED_45
-from pytest_glm.glm_format import RENDERED_GLM47 as EXPECTED_47
-from pytest_glm.glm_format import WEATHER, WORKED, next_request_prompt
-from pytest_glm.models import family_of_template, render_template
+from pytest_glm.catalog.models import family_of_template, render_template
+from pytest_glm.judging.glm_format import RENDERED_GLM45 as EXPECTED_45
+from pytest_glm.judging.glm_format import RENDERED_GLM47 as EXPECTED_47
+from pytest_glm.judging.glm_format import WEATHER, WORKED, next_request_prompt
 
 TEMPLATES = Path(__file__).parents[2] / "pytest_glm" / "reference" / "templates"
 T45 = (TEMPLATES / "glm45.jinja").read_text()

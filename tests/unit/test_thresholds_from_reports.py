@@ -8,7 +8,7 @@ import subprocess
 import sys
 from pathlib import Path
 
-from pytest_glm.profiles import Thresholds, load_thresholds
+from pytest_glm.catalog.profiles import Thresholds, load_thresholds
 
 SCRIPT = Path(__file__).resolve().parents[2] / "benchmarks" / "thresholds_from_reports.py"
 

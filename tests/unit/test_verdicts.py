@@ -4,9 +4,16 @@ from __future__ import annotations
 
 from types import SimpleNamespace as NS
 
-from pytest_glm.answers import Answer, Call, StreamAssembler, from_response
-from pytest_glm.cases import load_cases
-from pytest_glm.verdicts import judge, match_rate, schema_accuracy, stream_differences, trigger_f1, unchecked_serving
+from pytest_glm.judging.answers import Answer, Call, StreamAssembler, from_response
+from pytest_glm.judging.cases import load_cases
+from pytest_glm.judging.verdicts import (
+    judge,
+    match_rate,
+    schema_accuracy,
+    stream_differences,
+    trigger_f1,
+    unchecked_serving,
+)
 
 CASES = {c.id: c for c in load_cases()}
 
@@ -162,11 +169,11 @@ def test_server_side_errors_say_what_the_server_logged(tmp_path) -> None:
     import httpx
     import openai
 
-    from pytest_glm.chat import rejection
-    from pytest_glm.deployment import Deployment
-    from pytest_glm.endpoint import Endpoint
-    from pytest_glm.models import resolve_model
-    from pytest_glm.profiles import PROFILES
+    from pytest_glm.catalog.models import resolve_model
+    from pytest_glm.catalog.profiles import PROFILES
+    from pytest_glm.judging.chat import rejection
+    from pytest_glm.serving.deployment import Deployment
+    from pytest_glm.serving.endpoint import Endpoint
 
     log = tmp_path / "vllm.log"
     log.write_text("(APIServer pid=8) INFO ok\n(APIServer pid=8) ERROR 11-28 [serving.py:830] ModuleNotFoundError: "

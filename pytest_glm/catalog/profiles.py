@@ -15,8 +15,8 @@ from pathlib import Path
 from types import MappingProxyType
 from typing import Any, Mapping
 
+from pytest_glm.catalog.models import REFERENCE_MODELS, REGISTRY, ModelSpec
 from pytest_glm.exceptions import ConfigError, ModelDoesNotFit, UnknownProfile
-from pytest_glm.models import REFERENCE_MODELS, REGISTRY, ModelSpec
 
 #: Weights need room beside them (KV cache, activations, CUDA graphs): ask for 10% on top.
 FIT_HEADROOM = 1.10
@@ -293,7 +293,7 @@ def _threshold_value(path: Path, key: str, value: Any, default: Any) -> Any:
             merged[name] = (shape[0], shape[1])
         return MappingProxyType(merged)
     if key in ("goodput_slo_ms", "baseline_tolerance"):
-        from pytest_glm.slo import GOODPUT_KEYS
+        from pytest_glm.catalog.figures import GOODPUT_KEYS
 
         allowed = GOODPUT_KEYS if key == "goodput_slo_ms" else None
         if not isinstance(value, dict) or not all(_number(v) for v in value.values()):
@@ -316,7 +316,7 @@ def _threshold_value(path: Path, key: str, value: Any, default: Any) -> Any:
 
 
 def _slo_tables(path: Path, value: Any, default: Mapping[str, Mapping[str, float]]) -> Mapping[str, Any]:
-    from pytest_glm.slo import FIGURES
+    from pytest_glm.catalog.figures import FIGURES
 
     if not isinstance(value, dict):
         raise _bad(path, "slo", "tables like [slo.balanced] (figure = limit)", value)

@@ -24,8 +24,8 @@ from typing import IO, Any
 from mirakuru import HTTPExecutor
 from mirakuru.exceptions import AlreadyRunning, ProcessExitedWithError, TimeoutExpired
 
-from pytest_glm.command import ServeCommand, VLLMEntry
 from pytest_glm.exceptions import DeploymentError
+from pytest_glm.serving.command import ServeCommand, VLLMEntry
 
 #: Seconds between the SIGTERM that asks vLLM to shut down and the SIGKILL of its whole process group.
 STOP_GRACE = 30.0
@@ -255,7 +255,7 @@ class ServerProcess:
         if not self.use_reaper:
             return
         self._reaper = subprocess.Popen(
-            [sys.executable, "-m", "pytest_glm.reaper", str(self.owner_pid), str(pid)],
+            [sys.executable, "-m", "pytest_glm.serving.reaper", str(self.owner_pid), str(pid)],
             stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True,
         )
 

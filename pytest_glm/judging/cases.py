@@ -2,7 +2,7 @@
 
 One file per suite (``tool_calling.json``, ``reasoning.json``), one record per case, tools referenced by
 name from ``tools.json``. A case says what to send and what a correct answer must hold: the expected calls
-(argument values may be :mod:`pytest_glm.matchers`, e.g. "any of", "a date-time, seconds optional"),
+(argument values may be :mod:`pytest_glm.judging.matchers`, e.g. "any of", "a date-time, seconds optional"),
 whether parallel calls may come in any order, and optionally what the content must contain. It holds no
 wording: the reference models' own answers live in ``pytest_glm/reference/answers``.
 
@@ -22,10 +22,10 @@ from typing import Any
 import jsonschema
 
 from pytest_glm.exceptions import ConfigError
-from pytest_glm.matchers import check_matcher, sample
+from pytest_glm.judging.matchers import check_matcher, sample
 
 #: Where the shipped suites keep their data (a repository checkout).
-DEFAULT_DATA_DIR = Path(__file__).resolve().parent / "suites" / "data"
+DEFAULT_DATA_DIR = Path(__file__).resolve().parents[1] / "suites" / "data"
 
 SUITE_FILES = ("tool_calling.json", "reasoning.json")
 

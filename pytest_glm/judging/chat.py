@@ -10,8 +10,8 @@ from __future__ import annotations
 import asyncio
 from typing import Any
 
-from pytest_glm.answers import Answer, StreamAssembler, from_response
-from pytest_glm.cases import Case
+from pytest_glm.judging.answers import Answer, StreamAssembler, from_response
+from pytest_glm.judging.cases import Case
 
 
 def _request(client: Any, case: Case, model: str, overrides: dict[str, Any]) -> dict[str, Any]:

@@ -1,7 +1,7 @@
 """Did the deployment serve what the model generated? Exact checks, from the model's own token ids.
 
 The server returns the ids it generated (``return_token_ids``; streamed, each chunk carries its own).
-They are detokenized with special tokens kept and split by :mod:`pytest_glm.glm_output`, this project's
+They are detokenized with special tokens kept and split by :mod:`pytest_glm.judging.glm_output`, this project's
 own reading of GLM's format. What the server made of the same tokens must equal that reading:
 
 - tool calls: the same calls in the same order, names exact, argument values equal by JSON type and,
@@ -22,10 +22,17 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
-from pytest_glm.answers import Answer
-from pytest_glm.cases import Case
-from pytest_glm.glm_output import CALL_CLOSE, CALL_OPEN, THINK_CLOSE, GeneratedCall, GeneratedOutput, parse_output
-from pytest_glm.matchers import same_json
+from pytest_glm.judging.answers import Answer
+from pytest_glm.judging.cases import Case
+from pytest_glm.judging.glm_output import (
+    CALL_CLOSE,
+    CALL_OPEN,
+    THINK_CLOSE,
+    GeneratedCall,
+    GeneratedOutput,
+    parse_output,
+)
+from pytest_glm.judging.matchers import same_json
 
 #: Streamed: a call whose tokens span this many chunks must show its name before its arguments end, and
 #: an argument value of at least LONG_ARGUMENT characters spanning them must arrive in pieces.

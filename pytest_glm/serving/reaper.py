@@ -1,4 +1,4 @@
-"""Watchdog: ``python -m pytest_glm.reaper OWNER_PID SERVER_PGID``.
+"""Watchdog: ``python -m pytest_glm.serving.reaper OWNER_PID SERVER_PGID``.
 
 Started in its own session next to each launched server. When the owning pytest process disappears
 without stopping the server (SIGKILL, OOM kill, a crashed CI runner), it terminates the server's process

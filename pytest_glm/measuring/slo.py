@@ -14,29 +14,17 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from pytest_glm.load import LoadResult
-
-METRICS = ("ttft", "tpot", "itl", "e2el")
-STATS = ("mean", "median", "p90", "p99")
-LATENCY_FIGURES = tuple(f"{stat}_{metric}_ms" for metric in METRICS for stat in STATS)
-RATE_FIGURES = ("request_throughput", "output_throughput", "total_token_throughput", "request_goodput",
-                "goodput_ratio")
-FIGURES = LATENCY_FIGURES + RATE_FIGURES
-#: What a goodput SLO may name, per request (as vLLM's ``--goodput ttft:MS tpot:MS e2el:MS``).
-GOODPUT_KEYS = ("ttft", "tpot", "e2el")
-
-DESCRIPTIONS = {
-    "ttft": "time to first token", "tpot": "time per output token (after the first)",
-    "itl": "inter-token latency", "e2el": "end-to-end latency",
-    "request_throughput": "completed requests per second", "output_throughput": "output tokens per second",
-    "total_token_throughput": "prompt + output tokens per second",
-    "request_goodput": "requests per second within the per-request SLO",
-    "goodput_ratio": "share of requests within the per-request SLO",
-}
-
-
-def lower_is_better(figure: str) -> bool:
-    return figure.endswith("_ms")
+from pytest_glm.catalog.figures import (  # noqa: F401
+    DESCRIPTIONS,
+    FIGURES,
+    GOODPUT_KEYS,
+    LATENCY_FIGURES,
+    METRICS,
+    RATE_FIGURES,
+    STATS,
+    lower_is_better,
+)
+from pytest_glm.measuring.load import LoadResult
 
 
 def describe(figure: str) -> str:

@@ -10,7 +10,7 @@ request and a deadline on the whole run. Reuse races the server's keep-alive tim
 event loop stalls past it closes an idle connection just as the next request goes out on it. Such a request,
 dropped on a *reused* connection before any response came back, is sent once more on a new one, as HTTP
 clients do; its time counts from the first attempt and the retry is counted (``LoadResult.retried``). A drop
-on a fresh connection is a failure. Figures are computed elsewhere (:mod:`pytest_glm.slo`); this module only
+on a fresh connection is a failure. Figures are computed elsewhere (:mod:`pytest_glm.measuring.slo`); this module only
 records.
 """
 

@@ -19,7 +19,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
-    from pytest_glm.compare import Comparison
+    from pytest_glm.reporting.compare import Comparison
 
 PROPERTY = "glm"
 SCHEMA = "pytest-glm/report/1"

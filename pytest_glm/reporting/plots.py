@@ -13,7 +13,7 @@ import re
 from collections import defaultdict
 from pathlib import Path
 
-from pytest_glm.report import Figure
+from pytest_glm.reporting.report import Figure
 
 #: Samples kept per cell and metric (evenly spaced after sorting): enough for the shape of a distribution.
 MAX_SAMPLES = 20000

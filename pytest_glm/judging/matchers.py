@@ -14,7 +14,7 @@ for booleans and null) or one of these matchers:
 - ``{"$contains": "144"}`` (for content): a string holding that text, case-insensitively.
 
 Exactness about what the deployment did to the model's tokens is not judged here: that is
-:mod:`pytest_glm.faithfulness`, from the model's own token ids.
+:mod:`pytest_glm.judging.faithfulness`, from the model's own token ids.
 """
 
 from __future__ import annotations

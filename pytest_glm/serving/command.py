@@ -18,10 +18,11 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from pytest_glm.catalog.models import ModelSpec
+from pytest_glm.catalog.profiles import Profile
+from pytest_glm.catalog.versions import parse_version
+from pytest_glm.config import ServeOptions
 from pytest_glm.exceptions import ConfigError, VLLMNotFound
-from pytest_glm.models import ModelSpec
-from pytest_glm.profiles import Profile
-from pytest_glm.versions import parse_version
 
 #: The OpenAI-compatible server module: takes the same flags as `vllm serve`, with the model as --model.
 API_SERVER_MODULE = "vllm.entrypoints.openai.api_server"
@@ -35,24 +36,6 @@ API_SERVER_MODULE = "vllm.entrypoints.openai.api_server"
 GLM45_ENV = {"VLLM_ENFORCE_STRICT_TOOL_CALLING": "0"}
 #: The first vLLM whose GLM parser handles required/named tool choice with the structural tag off.
 GLM45_ENV_SINCE = (0, 32)
-
-
-@dataclass(frozen=True)
-class ServeOptions:
-    """User overrides of the serving command; ``None`` means "the model's and profile's default"."""
-
-    tp: int | None = None
-    dp: int | None = None
-    mtp: bool | None = None
-    num_speculative_tokens: int = 1
-    max_model_len: int | None = None
-    max_num_batched_tokens: int | None = None
-    gpu_memory_utilization: float | None = None
-    served_model_name: str | None = None
-    prefix_caching: bool | None = None
-    host: str = "127.0.0.1"
-    port: int = 0
-    extra_args: tuple[str, ...] = ()
 
 
 @dataclass(frozen=True)

@@ -4,9 +4,9 @@ The per-case tests, the aggregate gates and the load comparison judge the same r
 gets two verdicts of different kinds (docs/checks.md):
 
 - *served faithfully* (exact): the server's tool calls, reasoning and content equal this project's own
-  parse of the token ids the model generated (:mod:`pytest_glm.faithfulness`);
+  parse of the token ids the model generated (:mod:`pytest_glm.judging.faithfulness`);
 - *behaves* (tolerant): the model did what the case asks, judged with matchers and counted as rates
-  (:mod:`pytest_glm.verdicts`).
+  (:mod:`pytest_glm.judging.verdicts`).
 """
 
 from __future__ import annotations
@@ -16,11 +16,19 @@ from typing import Any
 import openai
 import pytest
 
-from pytest_glm import faithfulness
-from pytest_glm.answers import Answer
-from pytest_glm.cases import Case
-from pytest_glm.chat import ask, ask_concurrently, rejection
-from pytest_glm.verdicts import THINK_TAGS, TOOL_MARKUP, Verdict, explain, judge, stream_differences, unchecked_serving
+from pytest_glm.judging import faithfulness
+from pytest_glm.judging.answers import Answer
+from pytest_glm.judging.cases import Case
+from pytest_glm.judging.chat import ask, ask_concurrently, rejection
+from pytest_glm.judging.verdicts import (
+    THINK_TAGS,
+    TOOL_MARKUP,
+    Verdict,
+    explain,
+    judge,
+    stream_differences,
+    unchecked_serving,
+)
 
 
 class AnswerCache:

@@ -3,7 +3,7 @@ the baseline of ``--glm-baseline``.
 
 Storage is pytest-benchmark's own (``--benchmark-save``, ``--benchmark-autosave``, ``--benchmark-json``):
 each latency cell is one benchmark whose ``extra_info["glm"]`` holds the figures and what produced them.
-Comparison lives in :func:`pytest_glm.slo.compare`; this module only records and reads.
+Comparison lives in :func:`pytest_glm.measuring.slo.compare`; this module only records and reads.
 """
 
 from __future__ import annotations

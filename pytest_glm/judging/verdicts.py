@@ -1,10 +1,10 @@
 """Did the model act as a healthy GLM does? The behaviour verdict of one answer, and its rates.
 
 Tolerant on purpose: a real GLM words things its own way, so the expected calls are matched with
-:mod:`pytest_glm.matchers` (any of several spellings, a date-time with or without seconds, an optional
+:mod:`pytest_glm.judging.matchers` (any of several spellings, a date-time with or without seconds, an optional
 argument left out, parallel calls in any order, code that runs and prints the right thing), and wording is
 never compared. What the *deployment* did to the model's output is not judged here but exactly, by
-:mod:`pytest_glm.faithfulness`.
+:mod:`pytest_glm.judging.faithfulness`.
 
 An answer cut at ``max_tokens`` proves nothing either way: it is *inconclusive*, with the reason, and
 stays out of the rates. GLM-4.5/4.6 think dynamically, so an answer of theirs without reasoning is noted,
@@ -23,9 +23,9 @@ from typing import Any
 
 import jsonschema
 
-from pytest_glm.answers import Answer
-from pytest_glm.cases import Case, ExpectedCall
-from pytest_glm.matchers import ABSENT, mismatch
+from pytest_glm.judging.answers import Answer
+from pytest_glm.judging.cases import Case, ExpectedCall
+from pytest_glm.judging.matchers import ABSENT, mismatch
 
 #: GLM's tool-call markup and think tags: none of it belongs in ``content``.
 TOOL_MARKUP = ("<tool_call>", "</tool_call>", "<arg_key>", "</arg_key>", "<arg_value>", "</arg_value>")

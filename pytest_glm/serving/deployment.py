@@ -21,15 +21,15 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from pytest_glm.command import ServeCommand, VLLMEntry, build_serve_command, redact, resolve_vllm, without_mtp
+from pytest_glm.catalog.models import ModelSpec, guess_model, with_local_path
+from pytest_glm.catalog.profiles import Profile
+from pytest_glm.catalog.versions import notes_for
 from pytest_glm.config import GLMConfig
-from pytest_glm.endpoint import Endpoint, probe
 from pytest_glm.exceptions import DeploymentError, ServerDied
-from pytest_glm.launch import ServerProcess, free_port, tail
-from pytest_glm.models import ModelSpec, guess_model, with_local_path
-from pytest_glm.profiles import Profile
-from pytest_glm.reaper import alive
-from pytest_glm.versions import notes_for
+from pytest_glm.serving.command import ServeCommand, VLLMEntry, build_serve_command, redact, resolve_vllm, without_mtp
+from pytest_glm.serving.endpoint import Endpoint, probe
+from pytest_glm.serving.launch import ServerProcess, free_port, tail
+from pytest_glm.serving.reaper import alive
 
 Say = Callable[[str], None]
 

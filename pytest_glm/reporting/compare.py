@@ -16,7 +16,7 @@ from pathlib import Path
 from typing import Any
 
 from pytest_glm.exceptions import ConfigError
-from pytest_glm.slo import beyond
+from pytest_glm.measuring.slo import beyond
 
 OPTION = "--glm-compare"
 SCHEMA_PREFIX = "pytest-glm/report/"
@@ -52,7 +52,7 @@ class Change:
     :param before: the old outcome or value (None: absent).
     :param after: the new outcome or value (None: absent).
     :param detail: why it counts (the move and its tolerance, the failure's first line).
-    :param known: the known behaviour of the new vLLM version that explains it (pytest_glm.versions), if any.
+    :param known: the known behaviour of the new vLLM version that explains it (pytest_glm.catalog.versions), if any.
     """
 
     kind: str
