@@ -20,10 +20,10 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from common import Served, reference_server, text_prompts, vllm_bench_serve  # noqa: E402
+from common import Served, reference_server, text_prompts, vllm_bench_serve
 
-from pytest_glm.measuring.load import LoadRunner, Workload  # noqa: E402
-from pytest_glm.measuring.slo import figures  # noqa: E402
+from pytest_glm.measuring.load import LoadRunner, Workload
+from pytest_glm.measuring.slo import figures
 
 METRICS = ("ttft", "tpot", "itl")
 

@@ -132,7 +132,7 @@ def answers(served: Served) -> dict[str, dict]:
         for case in load_cases():
             try:
                 a = ask(client, case, served.model, stream=False)
-            except Exception as exc:  # noqa: BLE001 - an HTTP 500 is this case's answer
+            except Exception as exc:  # an HTTP 500 is this case's answer
                 out[case.id] = {"error": f"{type(exc).__name__}: {exc}"[:300]}
                 continue
             out[case.id] = {"content": a.content, "reasoning": a.reasoning, "finish_reason": a.finish_reason,
@@ -208,7 +208,7 @@ def start_servers(names: list[str], args: argparse.Namespace, result: dict) -> t
                 result["servers"][name] = {"started_in_s": round(served[name].started_in, 1),
                                            "vllm_version": Endpoint(served[name].base_url, served[name].model).version(),
                                            "command": procs[name].command.display()}
-            except Exception as exc:  # noqa: BLE001 - a server that cannot start skips its phases, not the run
+            except Exception as exc:  # a server that cannot start skips its phases, not the run
                 result["servers"][name] = {"error": str(exc)[:4000]}
     return served, procs
 
@@ -254,7 +254,7 @@ def main() -> int:
                 try:
                     run_phase(phase, served, args, result)
                     result["phases"][phase] = f"done in {time.monotonic() - began - elapsed:.0f} s"
-                except Exception:  # noqa: BLE001 - record it, go on with the next phase
+                except Exception:  # record it, go on with the next phase
                     result["phases"][phase] = "failed: " + traceback.format_exc()[-3000:]
             print(f"   {phase}: {str(result['phases'][phase])[:300]}", flush=True)
             save()

@@ -28,7 +28,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from pytest_glm.catalog.profiles import PROFILES  # noqa: E402
+from pytest_glm.catalog.profiles import PROFILES
 
 MEDIANS = ("median_ttft_ms", "median_tpot_ms", "median_itl_ms")
 P99S = ("p99_ttft_ms", "p99_tpot_ms", "p99_itl_ms", "p99_e2el_ms")

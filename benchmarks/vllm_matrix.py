@@ -43,7 +43,7 @@ def ensure_env(version: str, venvs: Path) -> str:
     try:
         if probe_python(sys.executable)[1] == version:
             return sys.executable
-    except Exception:  # noqa: BLE001 - this Python has no vLLM: use a virtualenv
+    except Exception:  # this Python has no vLLM: use a virtualenv
         pass
     env = venvs / f"vllm-{version}"
     python = env / "bin" / "python"
@@ -51,7 +51,7 @@ def ensure_env(version: str, venvs: Path) -> str:
         try:
             if probe_python(str(python))[1] == version:
                 return str(python)
-        except Exception:  # noqa: BLE001 - a broken env is rebuilt
+        except Exception:  # a broken env is rebuilt
             pass
     say(f"vLLM {version}: building {env} (scripts/install.sh vllm {version} {env}; a few minutes)")
     began = time.monotonic()
@@ -151,7 +151,7 @@ def main() -> int:
         results[version] = {}
         try:
             python = ensure_env(version, args.venvs)
-        except Exception as exc:  # noqa: BLE001 - a version that does not install is a finding, not a crash
+        except Exception as exc:  # a version that does not install is a finding, not a crash
             say(f"  vLLM {version} could not be installed: {str(exc)[:500]}")
             results[version] = {m: {"exit_code": None, "error": str(exc)[-3000:]} for m in models}
             continue

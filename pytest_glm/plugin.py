@@ -125,7 +125,7 @@ class GLMSession:
     # -- the server --------------------------------------------------------------------------------
     def _manager(self) -> DeploymentManager:
         if self.manager is None:
-            log_dir = Path(self.config._tmp_path_factory.getbasetemp()) / "glm"  # noqa: SLF001
+            log_dir = Path(self.config._tmp_path_factory.getbasetemp()) / "glm"
             log_dir.mkdir(parents=True, exist_ok=True)
             self.manager = DeploymentManager(self.glm, log_dir)
         return self.manager
@@ -322,8 +322,8 @@ class XdistCoordinator:
         if session.is_worker:
             session.state_dir = Path(session.config.workerinput["glm_state_dir"])  # type: ignore[attr-defined]
         else:
-            session._tmp_state_dir = tempfile.mkdtemp(prefix="pytest-glm-")  # noqa: SLF001
-            session.state_dir = Path(session._tmp_state_dir)  # noqa: SLF001
+            session._tmp_state_dir = tempfile.mkdtemp(prefix="pytest-glm-")
+            session.state_dir = Path(session._tmp_state_dir)
 
     def pytest_configure_node(self, node: Any) -> None:
         node.workerinput["glm_state_dir"] = str(self.session.state_dir)
@@ -344,7 +344,7 @@ class XdistCoordinator:
             return
         self.session.benchmark = (state_dir / _NEED_FILE).read_text() == "benchmark"
         deployment = self.session.start_or_exit()
-        self.session._write_state(deployment.to_state())  # noqa: SLF001
+        self.session._write_state(deployment.to_state())
 
 
 # -- fixtures ---------------------------------------------------------------------------------------

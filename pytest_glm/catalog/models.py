@@ -178,7 +178,7 @@ def family_of_template(template: str) -> str | None:
     """
     try:
         text = render_template(template, [{"role": "user", "content": "hi"}], add_generation_prompt=True)
-    except Exception:  # noqa: BLE001 - an unrenderable template is simply not recognised
+    except Exception:  # an unrenderable template is simply not recognised
         return None
     if "<|user|>\nhi" in text:
         return "glm45"

@@ -10,10 +10,11 @@ from __future__ import annotations
 import shutil
 import subprocess
 import tomllib
+from collections.abc import Mapping
 from dataclasses import dataclass, field, fields, replace
 from pathlib import Path
 from types import MappingProxyType
-from typing import Any, Mapping
+from typing import Any
 
 from pytest_glm.catalog.models import REFERENCE_MODELS, REGISTRY, ModelSpec
 from pytest_glm.exceptions import ConfigError, ModelDoesNotFit, UnknownProfile

@@ -57,7 +57,7 @@ def ask_concurrently(endpoint: Any, jobs: list[tuple[Case, bool]], concurrency: 
             async with gate:
                 try:
                     return await ask_async(client, case, endpoint.model, stream=stream)
-                except Exception as exc:  # noqa: BLE001 - reported as this job's result
+                except Exception as exc:  # reported as this job's result
                     return f"{type(exc).__name__}: {exc}"
 
         try:

@@ -62,9 +62,8 @@ def check_matcher(expected: Any, where: str) -> None:
     arg = expected[op]
     if op in ("$any", "$set") and not (isinstance(arg, list) and arg):
         raise ValueError(f"{where}: {op} takes a non-empty list")
-    if op == "$datetime":
-        if not isinstance(arg, str) or _datetime(arg) is None:
-            raise ValueError(f"{where}: $datetime takes an ISO 8601 date-time string, not {arg!r}")
+    if op == "$datetime" and (not isinstance(arg, str) or _datetime(arg) is None):
+        raise ValueError(f"{where}: $datetime takes an ISO 8601 date-time string, not {arg!r}")
     if op == "$contains" and not isinstance(arg, str):
         raise ValueError(f"{where}: $contains takes a string")
     if op == "$python":

@@ -17,6 +17,7 @@ records.
 from __future__ import annotations
 
 import asyncio
+import itertools
 import json
 import random
 import time
@@ -70,7 +71,7 @@ class RequestRecord:
     @property
     def itls(self) -> list[float]:
         t = self.chunk_times
-        return [b - a for a, b in zip(t, t[1:], strict=False)]
+        return [b - a for a, b in itertools.pairwise(t)]
 
     @property
     def tpot(self) -> float | None:
@@ -178,7 +179,7 @@ class LoadRunner:
                     if attempt > _STALE_RETRIES or not connection.reused or connection.answered:
                         raise
                     record.retried = True  # the dead connection is discarded; the next try gets another
-        except (aiohttp.ClientError, asyncio.TimeoutError) as exc:
+        except (TimeoutError, aiohttp.ClientError) as exc:
             record.error = f"{type(exc).__name__}: {exc}" if str(exc) else type(exc).__name__
         finally:
             record.end = time.perf_counter()

@@ -49,7 +49,7 @@ def token_ids() -> dict[str, int]:
     return {tok: 256 + i for i, tok in enumerate((*SPECIAL_TOKENS, *TAG_TOKENS))}
 
 
-def build_tokenizer(chat_template: str):  # noqa: ANN201 - transformers type, imported lazily
+def build_tokenizer(chat_template: str):  # transformers type, imported lazily
     """A ``PreTrainedTokenizerFast`` for the reference models, with ``chat_template`` set."""
     from tokenizers import AddedToken, Tokenizer, decoders, models, pre_tokenizers
     from transformers import PreTrainedTokenizerFast

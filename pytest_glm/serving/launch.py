@@ -150,7 +150,7 @@ class VLLMExecutor(HTTPExecutor):
         try:
             # vLLM exits with 0 on SIGTERM, or with -SIGTERM if it dies in the signal; both are fine.
             return super().stop(stop_signal=stop_signal, expected_returncode=expected_returncode or 0)
-        except Exception:  # noqa: BLE001 - an odd exit code at teardown must not hide the test results
+        except Exception:  # an odd exit code at teardown must not hide the test results
             self.kill()
             return self
         finally:

@@ -72,7 +72,7 @@ def test_a_new_failure_is_named(pytester: pytest.Pytester) -> None:
     result.stdout.fnmatch_lines(["new failure (1):", "  test_gate.py::test_b: passed -> failed  (*b broke*"])
 
 
-@pytest.mark.parametrize("setup, message", [
+@pytest.mark.parametrize(("setup", "message"), [
     ("missing", "--glm-compare: {path} does not exist"),
     ("other-model", "--glm-compare: {path} is a run of glm-tiny-47 on cpu; this run tests glm-tiny on cpu"),
     ("benchmark", "--glm-compare: {path} is not a pytest-glm report"),

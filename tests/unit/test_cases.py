@@ -45,7 +45,7 @@ def test_reference_answers_cover_the_cases_and_fit_the_tools(tmp_path):
     bad = json.loads(default_answers_file("glm-tiny").read_text())
     bad["single.weather"]["tool_calls"][0]["arguments"] = {"city": 7}
     (tmp_path / "a.json").write_text(json.dumps(bad))
-    with pytest.raises(ConfigError, match="single.weather: arguments of get_weather break its schema"):
+    with pytest.raises(ConfigError, match=r"single\.weather: arguments of get_weather break its schema"):
         load_answers(tmp_path / "a.json", cases)
     del bad["single.weather"]
     (tmp_path / "a.json").write_text(json.dumps(bad))

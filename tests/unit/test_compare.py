@@ -114,7 +114,7 @@ def test_json_form() -> None:
     json.dumps(data)
 
 
-@pytest.mark.parametrize("content, message", [
+@pytest.mark.parametrize(("content", "message"), [
     (None, "does not exist"),
     ("{not json", "is not JSON"),
     ('{"benchmarks": []}', "is not a pytest-glm report"),

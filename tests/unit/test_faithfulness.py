@@ -392,7 +392,7 @@ def test_name_arriving_with_the_last_argument_fragment_is_found():
 
 def test_buffering_a_call_over_few_chunks_is_tolerated():
     chunks = [[1, 2, 3, 267], [268, 10, 11, 12, 13], [14, 15, 16, 17, 18, 19, 269], [OBSERVATION_ID]]
-    assert 2 < INCREMENTAL_CHUNKS
+    assert INCREMENTAL_CHUNKS > 2
     events = {0: CallEvents(name_chunk=2, arguments_chunks=[2])}
     assert judge(CASES["single.weather"], stream(weather(), chunks, events), WEATHER_47, "glm47", TAGS) == []
 

@@ -253,7 +253,7 @@ def test_python_rejects_what_is_not_code():
 def test_python_runs_isolated(monkeypatch: pytest.MonkeyPatch, tmp_path):
     monkeypatch.setenv("GLM_MATCHER_SECRET", "leak")
     monkeypatch.chdir(tmp_path)
-    probe = "import os\nprint(os.environ.get('GLM_MATCHER_SECRET', 'clean'))\nprint(os.getcwd() != %r)\n" % str(tmp_path)
+    probe = f"import os\nprint(os.environ.get('GLM_MATCHER_SECRET', 'clean'))\nprint(os.getcwd() != {str(tmp_path)!r})\n"
     assert mismatch({"$python": {"stdout_any_of": [["clean", "True"]]}}, probe) is None
 
 

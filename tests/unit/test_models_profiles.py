@@ -75,7 +75,7 @@ def test_local_directory_without_glm_architecture(tmp_path: Path) -> None:
 def test_local_directory_with_foreign_template(tmp_path: Path) -> None:
     _model_dir(tmp_path, "glm45")
     (tmp_path / "chat_template.jinja").write_text("{% for m in messages %}<|im_start|>{{ m.content }}{% endfor %}")
-    with pytest.raises(ConfigError, match="neither the GLM-4.5/4.6 nor the GLM-4.7 format"):
+    with pytest.raises(ConfigError, match=r"neither the GLM-4\.5/4\.6 nor the GLM-4\.7 format"):
         spec_from_directory(tmp_path)
 
 
@@ -94,7 +94,7 @@ def test_family_of_unrenderable_template() -> None:
 def test_profiles_present() -> None:
     for name in ("cpu", "h100x8", "h200x4", "h200x8", "mi300x8", "mi325x8", "mi355x8"):
         assert resolve_profile(name).name == name
-    with pytest.raises(UnknownProfile, match="known profiles: .*h200x4"):
+    with pytest.raises(UnknownProfile, match=r"known profiles: .*h200x4"):
         resolve_profile("tpu-v5")
 
 
@@ -171,7 +171,7 @@ def test_threshold_file_slo_tables(tmp_path: Path) -> None:
     assert [t.position_minimum(p) for p in range(5)] == [0.9, 0.6, 0.4, 0.4, 0.4]
 
 
-@pytest.mark.parametrize("text, message", [
+@pytest.mark.parametrize(("text", "message"), [
     ("[slo.balanced]\np99_tft_ms = 1\n", "[slo.balanced] unknown figure 'p99_tft_ms'"),
     ("[slo.balanced]\np99_ttft_ms = 'fast'\n", "slo.balanced.p99_ttft_ms must be a number"),
     ("[slo.balanced.eight]\np99_ttft_ms = 1\n", "slo.balanced.eight must be a batch size"),

@@ -93,7 +93,7 @@ def test_baseline_round_trip(tmp_path: Path) -> None:
     assert cell.comparable_with(cell) == ""
 
 
-@pytest.mark.parametrize("content, message", [
+@pytest.mark.parametrize(("content", "message"), [
     ("not json", "is not JSON"),
     ('{"machine_info": {}}', "is not a pytest-benchmark file"),
     ('{"benchmarks": [{"name": "x", "extra_info": {}}]}', "holds no pytest-glm latency figures"),

@@ -104,8 +104,8 @@ def test_consecutive_tool_results_share_one_observation():
 def test_tool_output_list_renders_like_strings():
     base = [{"role": "user", "content": "q"}, {"role": "assistant", "content": "", "tool_calls": [
         {"function": {"name": "f", "arguments": {}}}]}]
-    as_list = base + [{"role": "tool", "content": [{"output": "A"}, {"output": "B"}]}]
-    as_strings = base + [{"role": "tool", "content": "A"}, {"role": "tool", "content": "B"}]
+    as_list = [*base, {"role": "tool", "content": [{"output": "A"}, {"output": "B"}]}]
+    as_strings = [*base, {"role": "tool", "content": "A"}, {"role": "tool", "content": "B"}]
     assert r45(as_list) == r45(as_strings)
     assert r47(as_list) == r47(as_strings)
 
