@@ -11,7 +11,7 @@ import os
 import shlex
 from dataclasses import dataclass, replace
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import pytest
 
@@ -141,7 +141,7 @@ def add_options(parser: pytest.Parser) -> None:
     group = parser.getgroup("glm", "GLM-4.x deployment gate (pytest-glm)")
     for opt in OPTIONS:
         opt = replace(opt, help=opt.help.replace("%", "%%"))  # argparse %-formats help texts
-        ini_type = {"args": "args", "flag": "bool"}.get(opt.kind, "string")
+        ini_type: Literal["args", "bool", "string"] = "args" if opt.kind == "args" else "bool" if opt.kind == "flag" else "string"
         parser.addini(opt.dest, opt.help, type=ini_type, default=_ini_default(opt))
         if opt.kind == "bool":
             group.addoption(opt.flag, dest=opt.dest, action="store_const", const=True, default=None, help=opt.help)

@@ -62,7 +62,7 @@ def pytest_configure(config: pytest.Config) -> None:
         glm_config = resolve(read_options(config))
         stored = baseline.load(glm_config.baseline) if glm_config.baseline else None
         earlier = compare.load(glm_config.compare) if glm_config.compare else None
-        if earlier is not None:
+        if earlier is not None and glm_config.compare is not None:
             compare.refuse_other_target(earlier, glm_config.compare, glm_config.model.model_id if glm_config.model
                                         else None, glm_config.profile.name)
     except ConfigError as exc:
@@ -125,7 +125,8 @@ class GLMSession:
     # -- the server --------------------------------------------------------------------------------
     def _manager(self) -> DeploymentManager:
         if self.manager is None:
-            log_dir = Path(self.config._tmp_path_factory.getbasetemp()) / "glm"
+            factory = self.config._tmp_path_factory  # type: ignore[attr-defined]  # pytest's own, set by tmpdir
+            log_dir = Path(factory.getbasetemp()) / "glm"
             log_dir.mkdir(parents=True, exist_ok=True)
             self.manager = DeploymentManager(self.glm, log_dir)
         return self.manager

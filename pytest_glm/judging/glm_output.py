@@ -93,7 +93,9 @@ def _json_kind(value: Any) -> str:
         return "integer"
     if isinstance(value, float):
         return "number"
-    return {str: "string", list: "array", dict: "object"}[type(value)]
+    if isinstance(value, str):
+        return "string"
+    return "array" if isinstance(value, list) else "object"
 
 
 def _fits(value: Any, types: list[str]) -> bool:
@@ -186,10 +188,10 @@ def parse_output(text: str, family: str, *, thinking: bool, tools: list[dict[str
             start = None
         if start is not None:
             end = body.find(THINK_CLOSE, start)
-            call = body.find(CALL_OPEN, start) if parse_tools and tools else -1
-            if end < 0 and call >= 0:
+            first_call = body.find(CALL_OPEN, start) if parse_tools and tools else -1
+            if end < 0 and first_call >= 0:
                 # A call ends the reasoning the model never closed (GLM does this; servers read it so).
-                reasoning, body = body[start:call], body[call:]
+                reasoning, body = body[start:first_call], body[first_call:]
             elif end < 0:
                 reasoning, body, closed = body[start:], "", False
             else:

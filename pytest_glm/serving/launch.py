@@ -122,7 +122,7 @@ class VLLMExecutor(HTTPExecutor):
             kwargs["process_group"] = 0
         return kwargs
 
-    def start(self) -> HTTPExecutor:
+    def start(self) -> VLLMExecutor:
         self._started_at = self._last_progress = time.monotonic()
         return super().start()
 
@@ -144,7 +144,7 @@ class VLLMExecutor(HTTPExecutor):
             self._progress(now - self._started_at)
         return ready
 
-    def stop(self, stop_signal: int | None = None, expected_returncode: int | None = None) -> HTTPExecutor:
+    def stop(self, stop_signal: int | None = None, expected_returncode: int | None = None) -> VLLMExecutor:
         budget = self._timeout
         self._timeout = STOP_GRACE
         try:
