@@ -43,12 +43,25 @@ API_KEY_ENV = "GLM_API_KEY"
 
 @dataclass(frozen=True)
 class Option:
-    """One option: its flag, help text, kind (str, int, float, bool, args) and ini default."""
+    """One option: its flag, help text, kind (str, int, float, bool, args), ini default, and for numbers
+    the range it must lie in (``low`` inclusive unless ``low_open``; ``high`` inclusive)."""
 
     name: str
     help: str
     kind: str = "str"
     default: str | None = None
+    low: float | None = None
+    high: float | None = None
+    low_open: bool = False
+
+    def out_of_range(self, value: float) -> str | None:
+        """Why ``value`` is not allowed (None when it is)."""
+        if self.low is not None and (value <= self.low if self.low_open else value < self.low):
+            bound = f"> {self.low:g}" if self.low_open else f">= {self.low:g}"
+            return f"must be {bound}" + (f" and <= {self.high:g}" if self.high is not None else "") + f", got {value:g}"
+        if self.high is not None and value > self.high:
+            return f"must be <= {self.high:g}, got {value:g}"
+        return None
 
     @property
     def flag(self) -> str:
@@ -70,22 +83,24 @@ OPTIONS: tuple[Option, ...] = (
     Option("api_key", f"API key of the endpoint; default: the {API_KEY_ENV} environment variable. Never printed."),
     Option("served_model_name", "Served model name (--served-model-name of vllm serve; with --glm-base-url, "
            "which of the served models to test)."),
-    Option("tp", "Tensor-parallel size. Default: all accelerators of the profile (divided by DP).", "int"),
-    Option("dp", "Data-parallel size. Default: 1.", "int"),
+    Option("tp", "Tensor-parallel size. Default: all accelerators of the profile (divided by DP).", "int", low=1),
+    Option("dp", "Data-parallel size. Default: 1.", "int", low=1),
     Option("mtp", "Turn MTP speculative decoding on (--glm-mtp) or off (--glm-no-mtp). Default: as the "
            "model's published serving command does (on for GLM-4.7 and the reference models).", "bool"),
-    Option("num_speculative_tokens", "Draft tokens per step with MTP. Default: 1.", "int", "1"),
-    Option("max_model_len", "--max-model-len for vllm serve.", "int"),
-    Option("max_num_batched_tokens", "--max-num-batched-tokens for vllm serve.", "int"),
-    Option("gpu_memory_utilization", "--gpu-memory-utilization for vllm serve (0 < x <= 1).", "float"),
+    Option("num_speculative_tokens", "Draft tokens per step with MTP. Default: 1.", "int", "1", low=1),
+    Option("max_model_len", "--max-model-len for vllm serve.", "int", low=1),
+    Option("max_num_batched_tokens", "--max-num-batched-tokens for vllm serve.", "int", low=1),
+    Option("gpu_memory_utilization", "--gpu-memory-utilization for vllm serve (0 < x <= 1).", "float", low=0,
+           high=1, low_open=True),
     Option("serve_arg", "Extra argument(s) passed to vllm serve as they are; repeatable, shell-split "
            "(--glm-serve-arg='--max-num-seqs 8').", "args"),
     Option("vllm", "The vLLM to launch: a `vllm` executable, or a python interpreter that has vLLM "
            "installed. Default: the vLLM installed beside pytest-glm."),
-    Option("port", "Port for the launched server. Default: 0, a free port.", "int", "0"),
+    Option("port", "Port for the launched server. Default: 0, a free port.", "int", "0", low=0, high=65535),
     Option("startup_timeout", "Seconds to wait for the launched server to become healthy. Default: the "
-           "profile's (600 on cpu, 1800 on GPUs).", "float"),
-    Option("request_timeout", "Seconds one inference request may take. Default: 120.", "float", "120"),
+           "profile's (600 on cpu, 1800 on GPUs).", "float", low=0, low_open=True),
+    Option("request_timeout", "Seconds one inference request may take. Default: 120.", "float", "120", low=0,
+           low_open=True),
     Option("keep_server", "Leave the launched server running after the run and reuse it next time the same "
            "command is asked for (saves the start-up time while iterating).", "flag"),
     Option("server_log", "File for the launched server's log. Default: glm/vllm-server.log in pytest's basetemp."),
@@ -151,8 +166,37 @@ def add_options(parser: pytest.Parser) -> None:
             group.addoption(opt.flag, dest=opt.dest, action="store_true", default=None, help=opt.help)
         elif opt.kind == "args":
             group.addoption(opt.flag, dest=opt.dest, action="append", default=None, metavar="ARG", help=opt.help)
+        elif opt.kind in ("int", "float"):  # checked as the command line is read, even under --collect-only
+            group.addoption(opt.flag, dest=opt.dest, default=None, metavar=opt.name.upper(), help=opt.help,
+                            type=_number_type(opt))
         else:
             group.addoption(opt.flag, dest=opt.dest, default=None, metavar=opt.name.upper(), help=opt.help)
+
+
+def _number(opt: Option, value: Any) -> int | float:
+    """``value`` as the option's number, in its range (ValueError with the reason otherwise)."""
+    try:
+        number = int(value) if opt.kind == "int" else float(value)
+    except (TypeError, ValueError):
+        raise ValueError(f"expected {'an integer' if opt.kind == 'int' else 'a number'}, got {value!r}") from None
+    why = opt.out_of_range(number)
+    if why:
+        raise ValueError(why)
+    return number
+
+
+def _number_type(opt: Option) -> Any:
+    """An argparse ``type=`` for a number option: argparse reports its error as ``argument --glm-x: ...``."""
+    import argparse
+
+    def convert(text: str) -> int | float:
+        try:
+            return _number(opt, text)
+        except ValueError as exc:
+            raise argparse.ArgumentTypeError(str(exc)) from None
+
+    convert.__name__ = opt.kind  # argparse names the type in some messages
+    return convert
 
 
 def _ini_default(opt: Option) -> Any:
@@ -176,11 +220,12 @@ def _raw(config: pytest.Config, opt: Option) -> Any:
 def _convert(opt: Option, value: Any, source: str) -> Any:
     if value is None:
         return None
+    if opt.kind in ("int", "float"):
+        try:
+            return _number(opt, value)
+        except ValueError as exc:
+            raise ConfigError(source, str(exc)) from None
     try:
-        if opt.kind == "int":
-            return int(value)
-        if opt.kind == "float":
-            return float(value)
         if opt.kind == "bool":
             if isinstance(value, bool):
                 return value
@@ -198,8 +243,7 @@ def _convert(opt: Option, value: Any, source: str) -> Any:
         if opt.kind == "flag":
             return bool(value)
     except ValueError:
-        expected = {"int": "an integer", "float": "a number", "bool": "true, false or auto"}[opt.kind]
-        raise ConfigError(source, f"expected {expected}, got {value!r}") from None
+        raise ConfigError(source, f"expected true, false or auto, got {value!r}") from None
     return str(value)
 
 
@@ -235,12 +279,7 @@ def resolve(values: dict[str, Any]) -> GLMConfig:
         check_fit(model, profile)
     elif not base_url.startswith(("http://", "https://")):
         raise ConfigError("--glm-base-url", f"expected http://host:port or https://..., got {base_url!r}")
-    for name in ("startup_timeout", "request_timeout"):
-        if values[name] is not None and values[name] <= 0:
-            raise ConfigError(f"--glm-{name.replace('_', '-')}", f"must be > 0, got {values[name]}")
     port = values["port"] or 0
-    if not 0 <= port <= 65535:
-        raise ConfigError("--glm-port", f"must be in 0..65535, got {port}")
     baseline = Path(values["baseline"]).expanduser() if values["baseline"] else None
     if baseline is not None and not baseline.is_file():
         raise ConfigError("--glm-baseline", f"{baseline} is not a file",

@@ -81,6 +81,9 @@ def test_api_key_from_environment_is_never_shown(pytester: pytest.Pytester) -> N
     (["--glm-tp=four"], "--glm-tp: expected an integer, got 'four'"),
     (["--glm-base-url=localhost:8000"], "--glm-base-url: expected http://host:port"),
     (["--glm-request-timeout=0"], "--glm-request-timeout: must be > 0"),
+    (["--glm-tp=0"], "argument --glm-tp: must be >= 1, got 0"),
+    (["--glm-gpu-memory-utilization=1.5"], "argument --glm-gpu-memory-utilization: must be <= 1, got 1.5"),
+    (["--glm-port=70000"], "argument --glm-port: must be <= 65535, got 70000"),
     (["--glm-baseline=/nonexistent/run.json"], "--glm-baseline: /nonexistent/run.json is not a file"),
     (["--glm-mtp-equivalence", "--glm-base-url=http://127.0.0.1:9"], "--glm-mtp-equivalence: needs a deployment "
                                                                       "this run launches"),
@@ -90,6 +93,17 @@ def test_bad_input_is_one_usage_error(pytester: pytest.Pytester, args: list[str]
     assert result.ret == pytest.ExitCode.USAGE_ERROR
     assert message in result.stderr.str()
     assert "Traceback" not in result.stderr.str() + result.stdout.str()
+
+
+def test_a_bad_number_fails_as_the_command_line_is_read(pytester: pytest.Pytester) -> None:
+    """Even under --collect-only, before any server or fixture: argparse checks the value (as xdist and
+    pytest-benchmark do with their options)."""
+    pytester.makepyfile("def test_nothing():\n    pass\n")
+    result = pytester.runpytest_subprocess("--collect-only", "--glm-tp=0", "-p", "no:cacheprovider")
+    assert result.ret == pytest.ExitCode.USAGE_ERROR
+    assert "argument --glm-tp: must be >= 1, got 0" in result.stderr.str()
+    result = pytester.runpytest_subprocess("--collect-only", "-p", "no:cacheprovider", "-o", "glm_tp=0")
+    assert result.ret == pytest.ExitCode.USAGE_ERROR and "ini glm_tp: must be >= 1, got 0" in result.stderr.str()
 
 
 def test_bad_ini_value_names_the_key(pytester: pytest.Pytester) -> None:
