@@ -177,8 +177,8 @@ def _number(opt: Option, value: Any) -> int | float:
     """``value`` as the option's number, in its range (ValueError with the reason otherwise)."""
     try:
         number = int(value) if opt.kind == "int" else float(value)
-    except (TypeError, ValueError):
-        raise ValueError(f"expected {'an integer' if opt.kind == 'int' else 'a number'}, got {value!r}") from None
+    except (TypeError, ValueError) as exc:
+        raise ValueError(f"expected {'an integer' if opt.kind == 'int' else 'a number'}, got {value!r}") from exc
     why = opt.out_of_range(number)
     if why:
         raise ValueError(why)
@@ -193,7 +193,7 @@ def _number_type(opt: Option) -> Any:
         try:
             return _number(opt, text)
         except ValueError as exc:
-            raise argparse.ArgumentTypeError(str(exc)) from None
+            raise argparse.ArgumentTypeError(str(exc)) from exc
 
     convert.__name__ = opt.kind  # argparse names the type in some messages
     return convert
@@ -224,7 +224,7 @@ def _convert(opt: Option, value: Any, source: str) -> Any:
         try:
             return _number(opt, value)
         except ValueError as exc:
-            raise ConfigError(source, str(exc)) from None
+            raise ConfigError(source, str(exc)) from exc
     try:
         if opt.kind == "bool":
             if isinstance(value, bool):
@@ -242,8 +242,8 @@ def _convert(opt: Option, value: Any, source: str) -> Any:
             return tuple(part for item in items for part in shlex.split(str(item)))
         if opt.kind == "flag":
             return bool(value)
-    except ValueError:
-        raise ConfigError(source, f"expected true, false or auto, got {value!r}") from None
+    except ValueError as exc:
+        raise ConfigError(source, f"expected true, false or auto, got {value!r}") from exc
     return str(value)
 
 
@@ -291,9 +291,9 @@ def resolve(values: dict[str, Any]) -> GLMConfig:
     if plots is not None:
         try:
             import matplotlib  # noqa: F401
-        except ImportError:
+        except ImportError as exc:
             raise ConfigError("--glm-plots", "matplotlib is not installed",
-                              "pip install 'pytest-glm[plots]' (or drop --glm-plots)") from None
+                              "pip install 'pytest-glm[plots]' (or drop --glm-plots)") from exc
     serve = ServeOptions(
         tp=values["tp"], dp=values["dp"], mtp=values["mtp"],
         num_speculative_tokens=values["num_speculative_tokens"] or 1,

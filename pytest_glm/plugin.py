@@ -66,7 +66,7 @@ def pytest_configure(config: pytest.Config) -> None:
             compare.refuse_other_target(earlier, glm_config.compare, glm_config.model.model_id if glm_config.model
                                         else None, glm_config.profile.name)
     except ConfigError as exc:
-        raise pytest.UsageError(str(exc)) from None
+        raise pytest.UsageError(str(exc)) from exc
     session = GLMSession(config, glm_config)
     session.baseline = stored
     session.earlier = earlier

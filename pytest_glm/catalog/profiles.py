@@ -261,7 +261,7 @@ def load_thresholds(path: Path, base: Thresholds) -> Thresholds:
     try:
         data = tomllib.loads(path.read_text(encoding="utf-8"))
     except (OSError, tomllib.TOMLDecodeError) as exc:
-        raise ConfigError("--glm-thresholds", f"cannot read {path}: {exc}") from None
+        raise ConfigError("--glm-thresholds", f"cannot read {path}: {exc}") from exc
     data = data.get("thresholds", data)
     known = {f.name for f in fields(Thresholds)}
     updates: dict[str, Any] = {}

@@ -164,7 +164,7 @@ def load_tools(data_dir: Path) -> dict[str, dict[str, Any]]:
     try:
         tools = json.loads(path.read_text(encoding="utf-8"))
     except (OSError, json.JSONDecodeError) as exc:
-        raise ConfigError(str(path), f"cannot read the tool catalogue: {exc}") from None
+        raise ConfigError(str(path), f"cannot read the tool catalogue: {exc}") from exc
     for name, tool in tools.items():
         if tool.get("type") != "function" or tool.get("function", {}).get("name") != name:
             raise ConfigError(str(path), f"tool {name!r} must be {{'type': 'function', 'function': {{'name': {name!r}, ...}}}}")
@@ -181,13 +181,13 @@ def load_cases(data_dir: Path = DEFAULT_DATA_DIR, suites: tuple[str, ...] = SUIT
         try:
             records = json.loads(path.read_text(encoding="utf-8"))
         except (OSError, json.JSONDecodeError) as exc:
-            raise ConfigError(str(path), f"cannot read cases: {exc}") from None
+            raise ConfigError(str(path), f"cannot read cases: {exc}") from exc
         for i, record in enumerate(records):
             where = f"{path} case {record.get('id', i)!r}"
             try:
                 jsonschema.validate(record, CASE_SCHEMA)
             except jsonschema.ValidationError as exc:
-                raise ConfigError(where, f"invalid: {exc.message} at {'/'.join(map(str, exc.absolute_path))}") from None
+                raise ConfigError(where, f"invalid: {exc.message} at {'/'.join(map(str, exc.absolute_path))}") from exc
             if record["id"] in seen:
                 raise ConfigError(where, "duplicate case id")
             seen.add(record["id"])
@@ -202,7 +202,7 @@ def load_cases(data_dir: Path = DEFAULT_DATA_DIR, suites: tuple[str, ...] = SUIT
                 if "content_matches" in record:
                     check_matcher(record["content_matches"], "content_matches")
             except ValueError as exc:
-                raise ConfigError(where, str(exc)) from None
+                raise ConfigError(where, str(exc)) from exc
             for call in calls:
                 schema = next((t["function"]["parameters"] for t in case_tools if t["function"]["name"] == call.name), None)
                 if schema is None:
@@ -210,7 +210,7 @@ def load_cases(data_dir: Path = DEFAULT_DATA_DIR, suites: tuple[str, ...] = SUIT
                 try:
                     jsonschema.validate(sample(call.arguments), schema)
                 except jsonschema.ValidationError as exc:
-                    raise ConfigError(where, f"expected arguments of {call.name} break its schema: {exc.message}") from None
+                    raise ConfigError(where, f"expected arguments of {call.name} break its schema: {exc.message}") from exc
             cases.append(Case(
                 id=record["id"], suite=filename.removesuffix(".json"), category=record["category"],
                 messages=tuple(record["messages"]), tools=case_tools, tool_choice=record.get("tool_choice"),

@@ -52,7 +52,7 @@ def load_answers(path: Path, cases: list[Case]) -> dict[str, TrainedAnswer]:
     try:
         records = json.loads(path.read_text(encoding="utf-8"))
     except (OSError, json.JSONDecodeError) as exc:
-        raise ConfigError(str(path), f"cannot read the answers: {exc}") from None
+        raise ConfigError(str(path), f"cannot read the answers: {exc}") from exc
     by_id = {c.id: c for c in cases}
     missing = [i for i in by_id if i not in records]
     extra = [i for i in records if i not in by_id]
@@ -69,7 +69,7 @@ def load_answers(path: Path, cases: list[Case]) -> dict[str, TrainedAnswer]:
             try:
                 jsonschema.validate(call.arguments, schema)
             except jsonschema.ValidationError as exc:
-                raise ConfigError(str(path), f"{case_id}: arguments of {call.name} break its schema: {exc.message}") from None
+                raise ConfigError(str(path), f"{case_id}: arguments of {call.name} break its schema: {exc.message}") from exc
         out[case_id] = TrainedAnswer(record.get("reasoning", ""), record.get("content", ""), calls)
     return out
 

@@ -52,9 +52,9 @@ def load(path: Path) -> dict[str, Cell]:
     try:
         data = json.loads(path.read_text(encoding="utf-8"))
     except OSError as exc:
-        raise ConfigError("--glm-baseline", f"cannot read {path}: {exc.strerror or exc}") from None
+        raise ConfigError("--glm-baseline", f"cannot read {path}: {exc.strerror or exc}") from exc
     except json.JSONDecodeError as exc:
-        raise ConfigError("--glm-baseline", f"{path} is not JSON: {exc}") from None
+        raise ConfigError("--glm-baseline", f"{path} is not JSON: {exc}") from exc
     benchmarks = data.get("benchmarks") if isinstance(data, dict) else None
     if not isinstance(benchmarks, list):
         raise ConfigError("--glm-baseline", f"{path} is not a pytest-benchmark file (no 'benchmarks' list)",
@@ -72,7 +72,7 @@ def load(path: Path) -> dict[str, Cell]:
                 profile=info.get("profile", ""), vllm_version=info.get("vllm_version", ""))
         except (KeyError, TypeError, ValueError) as exc:
             raise ConfigError("--glm-baseline", f"{path}: benchmark {bench.get('name')!r} has a damaged "
-                                                f"pytest-glm record ({type(exc).__name__}: {exc})") from None
+                                                f"pytest-glm record ({type(exc).__name__}: {exc})") from exc
     if not cells:
         raise ConfigError("--glm-baseline", f"{path} holds no pytest-glm latency figures",
                           "it must come from a run of the slo suite (pytest suites/ -m slo --benchmark-json=FILE)")

@@ -126,12 +126,12 @@ def load(path: Path) -> dict[str, Any]:
     """A stored ``--glm-report``; a ConfigError naming the file for anything else."""
     try:
         data = json.loads(path.read_text(encoding="utf-8"))
-    except FileNotFoundError:
-        raise ConfigError(OPTION, f"{path} does not exist", "pass a report written by --glm-report FILE") from None
+    except FileNotFoundError as exc:
+        raise ConfigError(OPTION, f"{path} does not exist", "pass a report written by --glm-report FILE") from exc
     except OSError as exc:
-        raise ConfigError(OPTION, f"cannot read {path}: {exc.strerror or exc}") from None
+        raise ConfigError(OPTION, f"cannot read {path}: {exc.strerror or exc}") from exc
     except (json.JSONDecodeError, UnicodeDecodeError) as exc:
-        raise ConfigError(OPTION, f"{path} is not JSON ({exc})", "pass a report written by --glm-report FILE") from None
+        raise ConfigError(OPTION, f"{path} is not JSON ({exc})", "pass a report written by --glm-report FILE") from exc
     schema = data.get("schema") if isinstance(data, dict) else None
     if not isinstance(schema, str) or not schema.startswith(SCHEMA_PREFIX):
         hint = ("that is a pytest-benchmark file: it goes to --glm-baseline" if isinstance(data, dict) and "benchmarks" in data

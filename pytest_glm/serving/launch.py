@@ -230,15 +230,15 @@ class ServerProcess:
             self.executor.start()
         except ProcessExitedWithError as exc:
             self.stop()
-            raise self._failure(f"vLLM exited during start-up (exit code {exc.exit_code})") from None
-        except TimeoutExpired:
+            raise self._failure(f"vLLM exited during start-up (exit code {exc.exit_code})") from exc
+        except TimeoutExpired as exc:
             self.stop()
             raise self._failure(f"vLLM did not become healthy within {self.startup_timeout:.0f} s",
-                                "raise --glm-startup-timeout if the model is still loading") from None
-        except AlreadyRunning:
+                                "raise --glm-startup-timeout if the model is still loading") from exc
+        except AlreadyRunning as exc:
             self.stop()
             raise DeploymentError(f"port {self.port} on {self.host} is already taken",
-                                  "choose another --glm-port, or leave it at 0 to pick a free one") from None
+                                  "choose another --glm-port, or leave it at 0 to pick a free one") from exc
         except BaseException:
             self.stop()
             raise
