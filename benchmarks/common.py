@@ -16,12 +16,10 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import NamedTuple
 
-from pytest_glm.catalog.models import resolve_model, with_local_path
-from pytest_glm.catalog.profiles import resolve_profile
+from pytest_glm.catalog.models import resolve_model
 from pytest_glm.config import ServeOptions
-from pytest_glm.reference import ensure_reference_model
-from pytest_glm.serving.command import build_serve_command, resolve_vllm
-from pytest_glm.serving.launch import ServerProcess, free_port
+from pytest_glm.serving.launch import ServerProcess
+from pytest_glm.serving.reference_server import default_cache_dir, servable, start_reference
 
 VLLM_BENCH = ("import sys; from vllm.benchmarks.serve import add_cli_args, main; "
               "from vllm.utils.argparse_utils import FlexibleArgumentParser; "
@@ -29,7 +27,7 @@ VLLM_BENCH = ("import sys; from vllm.benchmarks.serve import add_cli_args, main;
 
 
 def cache_dir() -> Path:
-    return Path(os.environ.get("PYTEST_GLM_CACHE", Path.home() / ".cache" / "pytest-glm"))
+    return default_cache_dir()
 
 
 class Served(NamedTuple):
@@ -44,16 +42,13 @@ def launch_reference(model: str = "glm-tiny", profile: str = "cpu", extra: tuple
                      name: str = "") -> tuple[ServerProcess, Served]:
     """Start a reference model as the suites would serve it for a benchmark (prefix caching off); blocks
     until it is healthy. The caller stops the returned process."""
-    spec = with_local_path(resolve_model(model), ensure_reference_model(model, cache_dir()))
-    entry = resolve_vllm(None)
-    command = build_serve_command(spec, resolve_profile(profile),
-                                  ServeOptions(prefix_caching=False, extra_args=extra, mtp=mtp, tp=tp), entry.version)
     log = (log_dir or Path(tempfile.mkdtemp(prefix="glm-bench-"))) / f"vllm-server{'-' + name if name else ''}.log"
-    server = ServerProcess(command, entry, log, host="127.0.0.1", port=free_port(), startup_timeout=900)
-    print(f"starting {name or model}: {command.display()}\n  log: {log}", flush=True)
-    server.start()
-    print(f"{name or model} ready in {server.started_in:.1f} s", flush=True)
-    return server, Served(server.base_url, command.served_model_name, Path(spec.source), server.started_in or 0.0)
+    print(f"starting {name or model} ({profile}), log: {log}", flush=True)
+    server = start_reference(model, log, profile=profile, cache_dir=cache_dir(),
+                             options=ServeOptions(prefix_caching=False, extra_args=extra, mtp=mtp, tp=tp))
+    print(f"{name or model} ready in {server.started_in:.1f} s: {server.command.display()}", flush=True)
+    tokenizer = Path(servable(resolve_model(model), cache_dir()).source)
+    return server, Served(server.base_url, server.command.served_model_name, tokenizer, server.started_in or 0.0)
 
 
 @contextlib.contextmanager

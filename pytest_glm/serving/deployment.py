@@ -21,7 +21,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from pytest_glm.catalog.models import ModelSpec, guess_model, with_local_path
+from pytest_glm.catalog.models import ModelSpec, guess_model
 from pytest_glm.catalog.profiles import Profile
 from pytest_glm.catalog.versions import notes_for
 from pytest_glm.config import GLMConfig
@@ -30,6 +30,7 @@ from pytest_glm.serving.command import ServeCommand, VLLMEntry, build_serve_comm
 from pytest_glm.serving.endpoint import Endpoint, probe
 from pytest_glm.serving.launch import ServerProcess, free_port, tail
 from pytest_glm.serving.reaper import alive
+from pytest_glm.serving.reference_server import servable
 
 Say = Callable[[str], None]
 
@@ -225,10 +226,8 @@ class DeploymentManager:
         entry = resolve_vllm(cfg.vllm, cfg.cache_dir)
         model = cfg.model
         if model.reference:
-            from pytest_glm.reference import ensure_reference_model
-
             say(f"building reference model {model.model_id} in {cfg.cache_dir / 'models'}")
-            model = with_local_path(model, ensure_reference_model(model.model_id, cfg.cache_dir))
+        model = servable(model, cfg.cache_dir)
         serve = dataclasses.replace(cfg.serve, port=0)  # the port is added by ServerProcess
         if benchmark and serve.prefix_caching is None:
             serve = dataclasses.replace(serve, prefix_caching=False)

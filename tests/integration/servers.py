@@ -3,18 +3,15 @@
 from __future__ import annotations
 
 import contextlib
-import os
+import dataclasses
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
 
-from pytest_glm.catalog.models import resolve_model, with_local_path
-from pytest_glm.catalog.profiles import resolve_profile
-from pytest_glm.config import ServeOptions
-from pytest_glm.reference import ensure_reference_model
-from pytest_glm.serving.command import build_serve_command, resolve_vllm
-from pytest_glm.serving.launch import ServerProcess, free_port
+from pytest_glm.catalog.models import resolve_model
+from pytest_glm.serving.command import ServeCommand
+from pytest_glm.serving.reference_server import default_cache_dir, servable, start_reference
 
 SUITES = Path(__file__).parents[2] / "suites"
 TEMPLATES = Path(__file__).parents[2] / "pytest_glm" / "reference" / "templates"
@@ -22,8 +19,7 @@ Edit = Callable[[list[str]], list[str]]
 
 
 def reference_model_dir() -> Path:
-    cache = Path(os.environ.get("PYTEST_GLM_CACHE", Path.home() / ".cache" / "pytest-glm"))
-    return ensure_reference_model("glm-tiny", cache)
+    return Path(servable(resolve_model("glm-tiny"), default_cache_dir()).source)
 
 
 def drop(flag: str, takes_value: bool = True) -> Edit:
@@ -44,16 +40,14 @@ def replace(flag: str, value: str) -> Edit:
 @contextlib.contextmanager
 def broken_server(tmp_path: Path, *edits: Edit, extra: tuple[str, ...] = (), model_dir: Path | None = None) -> Iterator[str]:
     """glm-tiny served with the edits applied to the correct command; yields the base URL."""
-    spec = with_local_path(resolve_model("glm-tiny"), reference_model_dir())
-    command = build_serve_command(spec, resolve_profile("cpu"), ServeOptions())
-    args = list(command.args)
-    for edit in edits:
-        args = edit(args)
-    command = type(command)(model=str(model_dir or command.model), args=(*args, *extra), env=command.env, mtp=command.mtp,
-                            served_model_name=command.served_model_name)
-    server = ServerProcess(command, resolve_vllm(None), tmp_path / "broken.log", host="127.0.0.1", port=free_port(),
-                           startup_timeout=600)
-    server.start()
+
+    def broken(command: ServeCommand) -> ServeCommand:
+        args = list(command.args)
+        for edit in edits:
+            args = edit(args)
+        return dataclasses.replace(command, model=str(model_dir or command.model), args=(*args, *extra))
+
+    server = start_reference("glm-tiny", tmp_path / "broken.log", edit=broken, startup_timeout=600)
     try:
         yield server.base_url
     finally:
