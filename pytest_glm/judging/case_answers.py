@@ -98,6 +98,17 @@ class AnswerCache:
         self._client.close()
 
 
+def per_answer(cases: list[Case]) -> Any:
+    """Parametrise a test over every answer of ``cases``, non-streamed and streamed (ids ``case-plain`` and
+    ``case-stream``)."""
+
+    def parametrise(test: Any) -> Any:
+        test = pytest.mark.parametrize("stream", [False, True], ids=["plain", "stream"])(test)
+        return pytest.mark.parametrize("case", cases, ids=[c.id for c in cases])(test)
+
+    return parametrise
+
+
 def assert_served_faithfully(glm_answers: AnswerCache, case: Case, stream: bool) -> None:
     problems = glm_answers.serving_problems(case, stream)
     assert not problems, explain(case, glm_answers.get(case, stream), problems)

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import pytest
 
-from pytest_glm.judging.case_answers import assert_behaves, assert_served_faithfully, replay_under_load
+from pytest_glm.judging.case_answers import assert_behaves, assert_served_faithfully, per_answer, replay_under_load
 from pytest_glm.judging.cases import load_cases
 from pytest_glm.judging.chat import ask
 from pytest_glm.judging.verdicts import THINK_TAGS, TOOL_MARKUP, explain, match_rate
@@ -26,20 +26,17 @@ THINK_AND_CALL = [c for c in ALL if c.suite == "tool_calling" and c.expects_call
 LATE_TURNS = [c for c in ALL if sum(m["role"] == "user" for m in c.messages) >= 2 and any(m["role"] == "tool" for m in c.messages)]
 
 
-@pytest.mark.parametrize("stream", [False, True], ids=["plain", "stream"])
-@pytest.mark.parametrize("case", CASES, ids=[c.id for c in CASES])
+@per_answer(CASES)
 def test_served_faithfully(case, stream, glm_answers):
     assert_served_faithfully(glm_answers, case, stream)
 
 
-@pytest.mark.parametrize("stream", [False, True], ids=["plain", "stream"])
-@pytest.mark.parametrize("case", CASES, ids=[c.id for c in CASES])
+@per_answer(CASES)
 def test_behaves(case, stream, glm_answers):
     assert_behaves(glm_answers, case, stream, require_reasoning=True)
 
 
-@pytest.mark.parametrize("stream", [False, True], ids=["plain", "stream"])
-@pytest.mark.parametrize("case", THINK_AND_CALL, ids=[c.id for c in THINK_AND_CALL])
+@per_answer(THINK_AND_CALL)
 def test_reasoning_and_tool_call_in_one_turn(case, stream, glm_answers):
     assert_behaves(glm_answers, case, stream, require_reasoning=True)
 

@@ -18,7 +18,7 @@ import warnings
 
 import pytest
 
-from pytest_glm.judging.case_answers import assert_behaves, assert_served_faithfully, replay_under_load
+from pytest_glm.judging.case_answers import assert_behaves, assert_served_faithfully, per_answer, replay_under_load
 from pytest_glm.judging.cases import load_cases
 from pytest_glm.judging.verdicts import match_rate, schema_accuracy, trigger_f1
 
@@ -27,14 +27,12 @@ pytestmark = pytest.mark.tool_calling
 CASES = [c for c in load_cases() if c.suite == "tool_calling"]
 
 
-@pytest.mark.parametrize("stream", [False, True], ids=["plain", "stream"])
-@pytest.mark.parametrize("case", CASES, ids=[c.id for c in CASES])
+@per_answer(CASES)
 def test_served_faithfully(case, stream, glm_answers):
     assert_served_faithfully(glm_answers, case, stream)
 
 
-@pytest.mark.parametrize("stream", [False, True], ids=["plain", "stream"])
-@pytest.mark.parametrize("case", CASES, ids=[c.id for c in CASES])
+@per_answer(CASES)
 def test_behaves(case, stream, glm_answers):
     assert_behaves(glm_answers, case, stream)
 
