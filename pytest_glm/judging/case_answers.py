@@ -103,8 +103,8 @@ def per_answer(cases: list[Case]) -> Any:
     ``case-stream``)."""
 
     def parametrise(test: Any) -> Any:
-        test = pytest.mark.parametrize("stream", [False, True], ids=["plain", "stream"])(test)
-        return pytest.mark.parametrize("case", cases, ids=[c.id for c in cases])(test)
+        test = pytest.mark.parametrize("case", cases, ids=[c.id for c in cases])(test)
+        return pytest.mark.parametrize("stream", [False, True], ids=["plain", "stream"])(test)
 
     return parametrise
 
