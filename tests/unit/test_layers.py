@@ -19,8 +19,9 @@ LAYERS = {
     "config": 4,
     "serving": 5,
     "reporting": 6,
-    "plugin": 7,
-    "suites": 8,
+    "session": 7,
+    "plugin": 8,
+    "suites": 9,
 }
 
 
