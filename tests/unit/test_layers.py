@@ -20,7 +20,7 @@ LAYERS = {
     "serving": 5,
     "reporting": 6,
     "session": 7,
-    "plugin": 8,
+    "plugin": 8, "factories": 8,
     "suites": 9,
 }
 
