@@ -14,16 +14,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from pytest_glm.catalog.figures import (  # noqa: F401
-    DESCRIPTIONS,
-    FIGURES,
-    GOODPUT_KEYS,
-    LATENCY_FIGURES,
-    METRICS,
-    RATE_FIGURES,
-    STATS,
-    lower_is_better,
-)
+from pytest_glm.catalog.figures import DESCRIPTIONS, FIGURES, METRICS, STATS, beyond, lower_is_better, tolerance
 from pytest_glm.measuring.load import LoadResult
 
 
@@ -104,23 +95,17 @@ def check(measured: Mapping[str, float], limits: Mapping[str, float]) -> list[Fi
     return out
 
 
-def beyond(base: float, value: float, tolerance: float, lower_better: bool) -> bool:
-    """``value`` is worse than ``base`` by more than ``tolerance`` (a share of ``base``): above it for a figure
-    where lower is better, below it for one where higher is better. Flip ``lower_better`` to ask "better"."""
-    return value > base * (1 + tolerance) if lower_better else value < base * (1 - tolerance)
+def compare(measured: Mapping[str, float], baseline: Mapping[str, float],
+            tolerances: Mapping[str, float]) -> list[Finding]:
+    """Figures worse than the baseline's by more than their tolerance (a share: 0.10 = 10 %; the table is a
+    ``[baseline_tolerance]``, looked up as ``--glm-compare`` does: catalog.figures.tolerance).
 
-
-def compare(measured: Mapping[str, float], baseline: Mapping[str, float], tolerance: Mapping[str, float],
-            default_tolerance: float = 0.10) -> list[Finding]:
-    """Figures worse than the baseline's by more than their tolerance (a share: 0.10 = 10 %).
-
-    Every figure present in both runs is compared, except the ``_ms``/rate figures a tolerance of a negative
-    number switches off."""
+    Every figure present in both runs is compared, except those a negative tolerance switches off."""
     out = []
     for figure in FIGURES:
         if figure not in measured or figure not in baseline:
             continue
-        tol = tolerance.get(figure, default_tolerance)
+        tol = tolerance(figure, tolerances)
         base, value = baseline[figure], measured[figure]
         if tol < 0 or not beyond(base, value, tol, lower_is_better(figure)):
             continue

@@ -9,14 +9,13 @@ Both sides are ``--glm-report`` documents, so this module is pure: reading a sto
 from __future__ import annotations
 
 import json
-import re
 from collections.abc import Callable, Mapping
 from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
+from pytest_glm.catalog.figures import beyond, lower_is_better, tolerance
 from pytest_glm.exceptions import ConfigError
-from pytest_glm.measuring.slo import beyond
 
 OPTION = "--glm-compare"
 SCHEMA_PREFIX = "pytest-glm/report/"
@@ -26,13 +25,6 @@ READABLE_SCHEMAS = ("pytest-glm/report/1",)
 #: and counts of the model's own choices (batch variance, thinking or not, answers cut at max_tokens).
 NOT_COMPARED = frozenset({"client_lag_ms", "retried_requests", "drafts", "inconclusive_answers", "behaviour_changes",
                           "answers_without_thinking"})
-
-#: Tolerances (a share of the old value) of figures that are shares or acceptance lengths, where a 10 %
-#: latency-style allowance would hide a real loss. A ``[baseline_tolerance]`` entry of the figure wins.
-SHARE_TOLERANCE = {"acceptance_rate": 0.02, "mean_acceptance_length": 0.02, "tool_schema_accuracy": 0.0,
-                   "tool_trigger_f1": 0.0, "goodput_ratio": 0.05, "behaviour_match_rate": 0.05,
-                   "token_id_coverage": 0.0}
-_POSITION = re.compile(r"^acceptance_pos\d+$")
 
 #: Changes of one kind listed in the terminal (a server that died turns every test into a new failure).
 SHOWN_PER_KIND = 25
@@ -233,21 +225,6 @@ def _test_change(key: str, old: Mapping[str, Any] | None, new: Mapping[str, Any]
     return None
 
 
-def _lower_is_better(fig: Mapping[str, Any]) -> bool:
-    op = fig.get("op") or ""
-    return op == "<=" if op else str(fig["figure"]).endswith("_ms")
-
-
-def _tolerance(figure: str, table: Mapping[str, float]) -> float:
-    if figure in table:
-        return table[figure]
-    if figure in SHARE_TOLERANCE:
-        return SHARE_TOLERANCE[figure]
-    if _POSITION.match(figure):
-        return SHARE_TOLERANCE["acceptance_rate"]
-    return table.get("default", 0.10)
-
-
 def _figure_change(key: str, old: Mapping[str, Any], new: Mapping[str, Any],
                    table: Mapping[str, float]) -> Change | None:
     before, after = old.get("value"), new.get("value")
@@ -257,10 +234,10 @@ def _figure_change(key: str, old: Mapping[str, Any], new: Mapping[str, Any],
         return Change("new failure", key, before, after, limit)
     if was is False and now is True:
         return Change("fixed", key, before, after, limit)
-    tol = _tolerance(new["figure"], table)
+    tol = tolerance(new["figure"], table)
     if before is None or after is None or tol < 0 or before == after:
         return None
-    lower = _lower_is_better(new)
+    lower = lower_is_better(new["figure"], new.get("op") or "")
     move = (after / before - 1) if before else float("inf")
     if beyond(before, after, tol, lower):
         return Change("worse", key, before, after, f"{_pct(move)}, tolerance {'+' if lower else '-'}{tol:.0%}")

@@ -105,3 +105,22 @@ def test_baseline_errors_name_the_option(tmp_path: Path, content: str, message: 
     with pytest.raises(ConfigError) as err:
         load(path)
     assert message in str(err.value) and "--glm-baseline" in str(err.value)
+
+
+def test_one_tolerance_rule_for_baseline_and_compare() -> None:
+    """--glm-baseline (slo.compare) and --glm-compare read a figure's tolerance and direction the same way."""
+    from pytest_glm.catalog.figures import lower_is_better, tolerance
+    from pytest_glm.reporting.compare import _figure_change
+
+    table = {"default": 0.5, "p99_itl_ms": 1.0}
+    assert tolerance("p99_itl_ms", table) == 1.0 and tolerance("median_ttft_ms", table) == 0.5
+    assert tolerance("acceptance_pos1", table) == 0.02 and tolerance("median_ttft_ms", {}) == 0.10
+    assert lower_is_better("p99_itl_ms") and not lower_is_better("acceptance_rate", ">=")
+    assert lower_is_better("unfaithful_answers", "<=")
+    # the same move, judged by both: median TTFT 100 -> 160 ms is worse than +50 %
+    assert [f.figure for f in compare({"median_ttft_ms": 160.0}, {"median_ttft_ms": 100.0}, table)] == ["median_ttft_ms"]
+    fig = {"figure": "median_ttft_ms", "op": "", "passed": None}
+    change = _figure_change("slo b1 median_ttft_ms", {**fig, "value": 100.0}, {**fig, "value": 160.0}, table)
+    assert change is not None and change.kind == "worse"
+    assert compare({"median_ttft_ms": 140.0}, {"median_ttft_ms": 100.0}, table) == []
+    assert _figure_change("k", {**fig, "value": 100.0}, {**fig, "value": 140.0}, table) is None
