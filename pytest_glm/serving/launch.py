@@ -10,6 +10,7 @@ and a reaper process that ends the server if the pytest process that owns it is 
 from __future__ import annotations
 
 import contextlib
+import logging
 import os
 import re
 import socket
@@ -17,7 +18,7 @@ import subprocess
 import sys
 import time
 import uuid
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import IO, Any
 
@@ -26,6 +27,19 @@ from mirakuru.exceptions import AlreadyRunning, ProcessExitedWithError, TimeoutE
 
 from pytest_glm.exceptions import DeploymentError
 from pytest_glm.serving.command import ServeCommand, VLLMEntry
+
+#: Teardown problems go here: pytest shows them with the test's logs (and live with --log-cli-level).
+logger = logging.getLogger("pytest_glm")
+
+
+@contextlib.contextmanager
+def _logged(what: str) -> Iterator[None]:
+    """A teardown step that must not stop the ones after it: its failure is logged, not raised."""
+    try:
+        yield
+    except Exception as exc:
+        logger.warning("%s failed: %s: %s", what, type(exc).__name__, exc)
+
 
 #: Seconds between the SIGTERM that asks vLLM to shut down and the SIGKILL of its whole process group.
 STOP_GRACE = 30.0
@@ -150,7 +164,8 @@ class VLLMExecutor(HTTPExecutor):
         try:
             # vLLM exits with 0 on SIGTERM, or with -SIGTERM if it dies in the signal; both are fine.
             return super().stop(stop_signal=stop_signal, expected_returncode=expected_returncode or 0)
-        except Exception:  # an odd exit code at teardown must not hide the test results
+        except Exception as exc:  # an odd exit code at teardown must not hide the test results
+            logger.warning("vLLM did not stop cleanly (%s: %s); killing its process group", type(exc).__name__, exc)
             self.kill()
             return self
         finally:
@@ -302,18 +317,19 @@ class ServerProcess:
         self.stop()
 
     def stop(self) -> None:
-        """Stop the server and everything it started; safe to call twice, never raises."""
+        """Stop the server and everything it started; safe to call twice, never raises (a step that fails is
+        logged, and the next one still runs)."""
         if self.executor is not None:
-            with contextlib.suppress(Exception):
+            with _logged("stopping the vLLM server"):
                 self.executor.stop()
-            with contextlib.suppress(Exception):
+            with _logged("killing the vLLM server's process group"):
                 self.executor.kill()
         if self._reaper is not None:
-            with contextlib.suppress(Exception):
+            with _logged("ending the reaper"):
                 self._reaper.terminate()
                 self._reaper.wait(timeout=5)
             self._reaper = None
         if self._log is not None:
-            with contextlib.suppress(Exception):
+            with _logged("closing the server log"):
                 self._log.close()
             self._log = None
