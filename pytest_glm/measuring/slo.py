@@ -14,7 +14,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from pytest_glm.catalog.figures import DESCRIPTIONS, FIGURES, METRICS, STATS, beyond, lower_is_better, tolerance
+from pytest_glm.catalog.figures import DESCRIPTIONS, METRICS, STATS, lower_is_better
 from pytest_glm.measuring.load import LoadResult
 
 
@@ -92,30 +92,6 @@ def check(measured: Mapping[str, float], limits: Mapping[str, float]) -> list[Fi
             out.append(Finding(figure, value, f"<= {limit:g} ms"))
         elif not lower_is_better(figure) and value < limit:
             out.append(Finding(figure, value, f">= {limit:g}"))
-    return out
-
-
-def compare(measured: Mapping[str, float], baseline: Mapping[str, float],
-            tolerances: Mapping[str, float]) -> list[Finding]:
-    """Figures worse than the baseline's by more than their tolerance (a share: 0.10 = 10 %; the table is a
-    ``[baseline_tolerance]``, looked up as ``--glm-compare`` does: catalog.figures.tolerance).
-
-    Every figure present in both runs is compared, except those a negative tolerance switches off."""
-    out = []
-    for figure in FIGURES:
-        if figure not in measured or figure not in baseline:
-            continue
-        tol = tolerance(figure, tolerances)
-        base, value = baseline[figure], measured[figure]
-        if tol < 0 or not beyond(base, value, tol, lower_is_better(figure)):
-            continue
-        if lower_is_better(figure):
-            out.append(Finding(figure, value, f"<= {base * (1 + tol):.4g} ms (baseline {base:.4g} ms "
-                                              f"+{tol:.0%}; this run is {value / base - 1:+.1%})"))
-        else:
-            change = f"{value / base - 1:+.1%}" if base else "n/a"
-            out.append(Finding(figure, value, f">= {base * (1 - tol):.4g} (baseline {base:.4g} -{tol:.0%}; "
-                                              f"this run is {change})"))
     return out
 
 

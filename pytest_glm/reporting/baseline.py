@@ -3,17 +3,23 @@ the baseline of ``--glm-baseline``.
 
 Storage is pytest-benchmark's own (``--benchmark-save``, ``--benchmark-autosave``, ``--benchmark-json``):
 each latency cell is one benchmark whose ``extra_info["glm"]`` holds the figures and what produced them.
-Comparison lives in :func:`pytest_glm.measuring.slo.compare`; this module only records and reads.
+A cell is judged against its stored one by :func:`against`, through the same per-figure judgement as
+``--glm-compare`` (:func:`pytest_glm.reporting.compare.figure_change`): one tolerance lookup, one
+direction rule, one wording of the move.
 """
 
 from __future__ import annotations
 
 import json
+from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from pytest_glm.catalog.figures import FIGURES, lower_is_better, tolerance
 from pytest_glm.exceptions import ConfigError
+from pytest_glm.measuring.slo import Finding
+from pytest_glm.reporting.compare import figure_change
 
 EXTRA_INFO_KEY = "glm"
 
@@ -77,3 +83,25 @@ def load(path: Path) -> dict[str, Cell]:
         raise ConfigError("--glm-baseline", f"{path} holds no pytest-glm latency figures",
                           "it must come from a run of the slo suite (pytest suites/ -m slo --benchmark-json=FILE)")
     return cells
+
+
+def against(measured: Mapping[str, float], stored: Mapping[str, float], tolerances: Mapping[str, float]) -> list[Finding]:
+    """The figures of a latency cell that are worse than its stored run's by more than their tolerance
+    (a ``[baseline_tolerance]`` table; a negative entry leaves a figure out)."""
+    out = []
+    for figure in FIGURES:
+        if figure not in measured or figure not in stored:
+            continue
+        base, value = stored[figure], measured[figure]
+        change = figure_change(figure, {"figure": figure, "value": base}, {"figure": figure, "value": value}, tolerances)
+        if change is None or change.kind != "worse":
+            continue
+        tol = tolerance(figure, tolerances)
+        if lower_is_better(figure):
+            out.append(Finding(figure, value, f"<= {base * (1 + tol):.4g} ms (baseline {base:.4g} ms "
+                                              f"+{tol:.0%}; this run is {value / base - 1:+.1%})"))
+        else:
+            move = f"{value / base - 1:+.1%}" if base else "n/a"
+            out.append(Finding(figure, value, f">= {base * (1 - tol):.4g} (baseline {base:.4g} -{tol:.0%}; "
+                                              f"this run is {move})"))
+    return out

@@ -177,7 +177,7 @@ def compare(stored: Mapping[str, Any], current: Mapping[str, Any], path: str,
         key = _figure_key(fig)
         if fig["figure"] in NOT_COMPARED or key not in old_figs:
             continue
-        change = _figure_change(key, old_figs[key], fig, tolerance)
+        change = figure_change(key, old_figs[key], fig, tolerance)
         if change is None:
             result.unchanged_figures += 1
         else:
@@ -225,8 +225,11 @@ def _test_change(key: str, old: Mapping[str, Any] | None, new: Mapping[str, Any]
     return None
 
 
-def _figure_change(key: str, old: Mapping[str, Any], new: Mapping[str, Any],
-                   table: Mapping[str, float]) -> Change | None:
+def figure_change(key: str, old: Mapping[str, Any], new: Mapping[str, Any],
+                  table: Mapping[str, float]) -> Change | None:
+    """How one figure moved between two runs (records with ``figure``, ``value`` and optionally ``op``,
+    ``limit``, ``passed``), or None when within its tolerance: the one judgement behind ``--glm-compare``
+    and ``--glm-baseline``."""
     before, after = old.get("value"), new.get("value")
     was, now = old.get("passed"), new.get("passed")
     limit = f"limit {new['op']} {_show(new.get('limit'))}" if new.get("op") and new.get("limit") is not None else ""

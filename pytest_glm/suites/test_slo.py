@@ -15,9 +15,9 @@ import pytest
 
 from pytest_glm.catalog.figures import lower_is_better
 from pytest_glm.measuring.load import Workload, random_prompts
-from pytest_glm.measuring.slo import Finding, check, compare, figures, table
+from pytest_glm.measuring.slo import Finding, check, figures, table
 from pytest_glm.plugin import glm_config_of
-from pytest_glm.reporting.baseline import EXTRA_INFO_KEY, Cell
+from pytest_glm.reporting.baseline import EXTRA_INFO_KEY, Cell, against
 from pytest_glm.reporting.plots import save_samples
 
 pytestmark = pytest.mark.slo
@@ -113,7 +113,7 @@ def _against_baseline(cell: Cell, stored: dict[str, Cell], tolerance) -> list[Fi
         return [f"the baseline has no record of {cell.name} (it holds: {', '.join(sorted(stored))})"]
     if why := cell.comparable_with(base):
         return [f"the baseline is not comparable: {why}"]
-    found: list[Finding | str] = list(compare(cell.figures, base.figures, tolerance))
+    found: list[Finding | str] = list(against(cell.figures, base.figures, tolerance))
     if found:
         found.append(f"baseline: vLLM {base.vllm_version or '?'}, {base.model or '?'} on {base.profile or '?'}; "
                      f"this run: vLLM {cell.vllm_version}, {cell.model} on {cell.profile}")

@@ -9,8 +9,9 @@ import pytest
 
 from pytest_glm.exceptions import ConfigError
 from pytest_glm.measuring.load import LoadResult, RequestRecord, Workload
-from pytest_glm.measuring.slo import check, compare, figures, table
+from pytest_glm.measuring.slo import check, figures, table
 from pytest_glm.reporting.baseline import EXTRA_INFO_KEY, Cell, load
+from pytest_glm.reporting.baseline import against as compare
 
 
 def record(start: float, ttft: float, gap: float, chunks: int, tokens: int) -> RequestRecord:
@@ -108,9 +109,9 @@ def test_baseline_errors_name_the_option(tmp_path: Path, content: str, message: 
 
 
 def test_one_tolerance_rule_for_baseline_and_compare() -> None:
-    """--glm-baseline (slo.compare) and --glm-compare read a figure's tolerance and direction the same way."""
+    """--glm-baseline (baseline.against) and --glm-compare judge a figure through one engine (figure_change)."""
     from pytest_glm.catalog.figures import lower_is_better, tolerance
-    from pytest_glm.reporting.compare import _figure_change
+    from pytest_glm.reporting.compare import figure_change
 
     table = {"default": 0.5, "p99_itl_ms": 1.0}
     assert tolerance("p99_itl_ms", table) == 1.0 and tolerance("median_ttft_ms", table) == 0.5
@@ -120,7 +121,7 @@ def test_one_tolerance_rule_for_baseline_and_compare() -> None:
     # the same move, judged by both: median TTFT 100 -> 160 ms is worse than +50 %
     assert [f.figure for f in compare({"median_ttft_ms": 160.0}, {"median_ttft_ms": 100.0}, table)] == ["median_ttft_ms"]
     fig = {"figure": "median_ttft_ms", "op": "", "passed": None}
-    change = _figure_change("slo b1 median_ttft_ms", {**fig, "value": 100.0}, {**fig, "value": 160.0}, table)
+    change = figure_change("slo b1 median_ttft_ms", {**fig, "value": 100.0}, {**fig, "value": 160.0}, table)
     assert change is not None and change.kind == "worse"
     assert compare({"median_ttft_ms": 140.0}, {"median_ttft_ms": 100.0}, table) == []
-    assert _figure_change("k", {**fig, "value": 100.0}, {**fig, "value": 140.0}, table) is None
+    assert figure_change("k", {**fig, "value": 100.0}, {**fig, "value": 140.0}, table) is None
