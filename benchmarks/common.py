@@ -17,9 +17,9 @@ from pathlib import Path
 from typing import NamedTuple
 
 from pytest_glm.catalog.models import resolve_model
-from pytest_glm.config import ServeOptions
+from pytest_glm.config import ServeOptions, default_cache_dir
 from pytest_glm.serving.launch import ServerProcess
-from pytest_glm.serving.reference_server import default_cache_dir, servable, start_reference
+from pytest_glm.serving.reference_server import servable, start_reference
 
 VLLM_BENCH = ("import sys; from vllm.benchmarks.serve import add_cli_args, main; "
               "from vllm.utils.argparse_utils import FlexibleArgumentParser; "

@@ -41,6 +41,11 @@ class ServeOptions:
 API_KEY_ENV = "GLM_API_KEY"
 
 
+def default_cache_dir() -> Path:
+    """Where built reference models and kept-server records go without --glm-cache-dir."""
+    return Path(os.environ.get("PYTEST_GLM_CACHE") or Path.home() / ".cache" / "pytest-glm").expanduser()
+
+
 @dataclass(frozen=True)
 class Option:
     """One option: its flag, help text, kind (str, int, float, bool, args), ini default, and for numbers
@@ -195,7 +200,6 @@ def _number_type(opt: Option) -> Any:
         except ValueError as exc:
             raise argparse.ArgumentTypeError(str(exc)) from exc
 
-    convert.__name__ = opt.kind  # argparse names the type in some messages
     return convert
 
 
@@ -301,7 +305,7 @@ def resolve(values: dict[str, Any]) -> GLMConfig:
         gpu_memory_utilization=values["gpu_memory_utilization"],
         served_model_name=values["served_model_name"], port=port, extra_args=values["serve_arg"] or (),
     )
-    cache = values["cache_dir"] or os.environ.get("PYTEST_GLM_CACHE") or "~/.cache/pytest-glm"
+    cache = values["cache_dir"] or default_cache_dir()
     return GLMConfig(
         model=model, profile=profile, serve=serve, base_url=base_url,
         api_key=values["api_key"] or os.environ.get(API_KEY_ENV) or None,

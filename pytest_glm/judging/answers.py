@@ -59,21 +59,20 @@ class Answer:
                 f"reasoning={self.reasoning[:120]!r}")
 
 
-def _reasoning_of(obj: Any) -> str:
-    for name in ("reasoning", "reasoning_content"):
-        value = getattr(obj, name, None)
-        if value is None and isinstance(getattr(obj, "model_extra", None), dict):
-            value = obj.model_extra.get(name)
-        if isinstance(value, str) and value:
-            return value
-    return ""
-
-
 def _extra(obj: Any, name: str) -> Any:
+    """A field of an OpenAI object, declared or not (vLLM's extras land in ``model_extra``)."""
     value = getattr(obj, name, None)
     if value is None and isinstance(getattr(obj, "model_extra", None), dict):
         value = obj.model_extra.get(name)
     return value
+
+
+def _reasoning_of(obj: Any) -> str:
+    for name in ("reasoning", "reasoning_content"):
+        value = _extra(obj, name)
+        if isinstance(value, str) and value:
+            return value
+    return ""
 
 
 def _usage(answer: Answer, usage: Any) -> None:
@@ -105,6 +104,7 @@ class StreamAssembler:
         self._content: list[str] = []
         self._reasoning: list[str] = []
         self._calls: dict[int, dict[str, Any]] = {}
+        self._content_started = False  # non-blank content has arrived
 
     def add(self, chunk: Any) -> None:
         number = self._answer.chunks
@@ -112,21 +112,23 @@ class StreamAssembler:
         if getattr(chunk, "usage", None) is not None:
             _usage(self._answer, chunk.usage)
         chunk_ids: list[int] = []
+        self._answer.chunk_token_ids.append(chunk_ids)  # one entry per chunk, so indices are chunk numbers
         for choice in chunk.choices or []:
             ids = _extra(choice, "token_ids")
             if isinstance(ids, list):
                 chunk_ids += ids
-                self._answer.token_ids = (self._answer.token_ids or []) + list(ids)
-        self._answer.chunk_token_ids.append(chunk_ids)  # one entry per chunk, so indices are chunk numbers
-        for choice in chunk.choices or []:
+                if self._answer.token_ids is None:
+                    self._answer.token_ids = []
+                self._answer.token_ids += ids
             delta = choice.delta
             reasoning = _reasoning_of(delta)
             if reasoning:
-                if "".join(self._content).strip():
+                if self._content_started:
                     self._answer.reasoning_after_content = True
                 self._reasoning.append(reasoning)
             if delta.content:
                 self._content.append(delta.content)
+                self._content_started = self._content_started or bool(delta.content.strip())
             for tc in delta.tool_calls or []:
                 slot = self._calls.setdefault(tc.index, {"id": None, "name": "", "arguments": ""})
                 events = self._answer.call_events.setdefault(tc.index, CallEvents())

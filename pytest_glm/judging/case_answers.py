@@ -20,15 +20,7 @@ from pytest_glm.judging import faithfulness
 from pytest_glm.judging.answers import Answer
 from pytest_glm.judging.cases import Case
 from pytest_glm.judging.chat import ask, ask_concurrently, rejection
-from pytest_glm.judging.verdicts import (
-    THINK_TAGS,
-    TOOL_MARKUP,
-    Verdict,
-    explain,
-    judge,
-    stream_differences,
-    unchecked_serving,
-)
+from pytest_glm.judging.verdicts import Verdict, explain, judge, leaked_markup, stream_differences, unchecked_serving
 
 
 class AnswerCache:
@@ -41,6 +33,7 @@ class AnswerCache:
         self._client = endpoint.client()
         self._answers: dict[tuple[str, bool], Answer] = {}
         self._findings: dict[tuple[str, bool], list[faithfulness.Finding] | None] = {}
+        self._verdicts: dict[tuple[str, bool, bool], Verdict] = {}
         self._tags: dict[str, int] | None = None
 
     def get(self, case: Case, stream: bool) -> Answer:
@@ -71,8 +64,17 @@ class AnswerCache:
         return self._findings[key]
 
     def verdict(self, case: Case, stream: bool, *, require_reasoning: bool = False) -> Verdict:
-        findings = self.findings(case, stream)
-        return judge(case, self.get(case, stream), family=self.family, require_reasoning=require_reasoning,
+        """The behaviour verdict of a cached answer, judged once (a ``$python`` matcher runs a program)."""
+        key = (case.id, stream, require_reasoning)
+        if key not in self._verdicts:
+            self._verdicts[key] = self.judge(case, self.get(case, stream), self.findings(case, stream),
+                                             require_reasoning=require_reasoning)
+        return self._verdicts[key]
+
+    def judge(self, case: Case, answer: Answer, findings: list[faithfulness.Finding] | None, *,
+              require_reasoning: bool = False) -> Verdict:
+        """The behaviour verdict of any answer, told what the faithfulness checks found in it."""
+        return judge(case, answer, family=self.family, require_reasoning=require_reasoning,
                      served_faithfully=None if findings is None else not findings)
 
     def serving_problems(self, case: Case, stream: bool) -> list[str]:
@@ -82,9 +84,9 @@ class AnswerCache:
             return [str(f) for f in findings]
         answer = self.get(case, stream)
         problems = unchecked_serving(answer)
-        leaked = next((t for t in TOOL_MARKUP + THINK_TAGS if t in answer.content), None)
+        leaked = leaked_markup(answer.content)
         if leaked:
-            problems.append(f"content contains raw {leaked!r}: markup leaked past the parser")
+            problems.append(f"content contains raw {leaked[0]!r}: markup leaked past the parser")
         if stream:
             problems += [f"stream differs from non-streamed: {d}" for d in stream_differences(self.get(case, False), answer)]
         return problems
@@ -142,8 +144,7 @@ def replay_under_load(glm_answers: AnswerCache, cases: list[Case], concurrency: 
         if findings:
             broken.append(f"{case.id} ({mode}): " + "; ".join(map(str, findings)))
         before = glm_answers.verdict(case, stream, require_reasoning=require_reasoning)
-        after = judge(case, result, family=glm_answers.family, require_reasoning=require_reasoning,
-                      served_faithfully=None if findings is None else not findings)
+        after = glm_answers.judge(case, result, findings, require_reasoning=require_reasoning)
         if before.ok != after.ok:
             changed.append(f"{case.id} ({mode}): {'matches' if before.ok else 'misses'} alone, "
                            f"{'matches' if after.ok else 'misses'} at concurrency {concurrency}: "

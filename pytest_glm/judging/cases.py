@@ -104,6 +104,12 @@ class Case:
         """A specific function was forced; OpenAI's API then ends with finish_reason 'stop'."""
         return isinstance(self.tool_choice, dict)
 
+    @property
+    def call_finishes(self) -> tuple[str, ...]:
+        """The finish reasons of an answer that calls a tool: ``tool_calls``, or also ``stop`` for a named
+        ``tool_choice`` (OpenAI's API ends a forced call with "stop", some servers with "tool_calls")."""
+        return ("tool_calls", "stop") if self.named_tool_choice else ("tool_calls",)
+
     def tool_schema(self, name: str) -> dict[str, Any] | None:
         for tool in self.tools:
             if tool["function"]["name"] == name:

@@ -96,9 +96,7 @@ def _call_findings(index: int, served: Any, generated: GeneratedCall) -> list[Fi
 def _expected_finish(case: Case, generated: GeneratedOutput, calls: list[GeneratedCall]) -> tuple[str, ...]:
     if generated.stop is None:
         return ("length",)
-    if calls:
-        return ("tool_calls", "stop") if case.named_tool_choice else ("tool_calls",)
-    return ("stop",)
+    return case.call_finishes if calls else ("stop",)
 
 
 def compare(case: Case, answer: Answer, generated: GeneratedOutput, *, tag_ids: dict[str, int] | None = None) -> list[Finding]:
@@ -146,7 +144,7 @@ def compare(case: Case, answer: Answer, generated: GeneratedOutput, *, tag_ids: 
         findings.append(Finding("usage", f"usage says {answer.completion_tokens} completion tokens, the server returned "
                                          f"{len(ids)} token ids"))
     if answer.reasoning_tokens is not None and tag_ids and ids:
-        think = _reasoning_ids(ids, tag_ids, case, generated)
+        think = _reasoning_ids(ids, tag_ids, generated)
         if think is not None and abs(answer.reasoning_tokens - think) > REASONING_TOKENS_SLACK:
             findings.append(Finding("usage", f"usage says {answer.reasoning_tokens} reasoning tokens, the think block "
                                              f"holds {think} of the generated ids"))
@@ -155,7 +153,7 @@ def compare(case: Case, answer: Answer, generated: GeneratedOutput, *, tag_ids: 
     return findings
 
 
-def _reasoning_ids(ids: list[int], tag_ids: dict[str, int], case: Case, generated: GeneratedOutput) -> int | None:
+def _reasoning_ids(ids: list[int], tag_ids: dict[str, int], generated: GeneratedOutput) -> int | None:
     """How many generated ids lie in the think block (None when the model wrote none)."""
     if generated.reasoning is None:
         return None
@@ -166,14 +164,18 @@ def _reasoning_ids(ids: list[int], tag_ids: dict[str, int], case: Case, generate
     return end - start
 
 
+def _chunks_holding(answer: Answer, token: int) -> list[int]:
+    """The chunk number of each occurrence of ``token`` in a stream's ids."""
+    return [i for i, chunk in enumerate(answer.chunk_token_ids) for t in chunk if t == token]
+
+
 def incremental(answer: Answer, generated: GeneratedOutput, tag_ids: dict[str, int]) -> list[Finding]:
     """A streamed call shows its name before its arguments are complete, and a long argument arrives in
     more than one delta, wherever the model's tokens for it came over several chunks."""
     opening, closing = tag_ids.get(CALL_OPEN), tag_ids.get(CALL_CLOSE)
     if opening is None or closing is None:
         return []
-    opens = [i for i, chunk in enumerate(answer.chunk_token_ids) for t in chunk if t == opening]
-    closes = [i for i, chunk in enumerate(answer.chunk_token_ids) for t in chunk if t == closing]
+    opens, closes = (_chunks_holding(answer, token) for token in (opening, closing))
     out = []
     for index, (call, first, last) in enumerate(zip(answer.calls, opens, closes, strict=False)):
         if last - first + 1 < INCREMENTAL_CHUNKS:

@@ -140,10 +140,16 @@ def _lenient(raw: str) -> Any:
     return _NOT_A_VALUE
 
 
+def call_name(body: str) -> str:
+    """The function name a ``<tool_call>`` body starts with (up to its first argument)."""
+    first = body.find("<arg_key>")
+    return (body if first < 0 else body[:first]).strip()
+
+
 def parse_call(body: str, schema: dict[str, Any] | None) -> tuple[GeneratedCall, list[str]]:
     """One ``<tool_call>`` body (the text between the tags)."""
     first = body.find("<arg_key>")
-    name = (body if first < 0 else body[:first]).strip()
+    name = call_name(body)
     malformed = []
     args: dict[str, Any] = {}
     raw: dict[str, str] = {}
@@ -214,8 +220,8 @@ def parse_output(text: str, family: str, *, thinking: bool, tools: list[dict[str
             out.malformed.append(f"a tool call is not closed: {body[at:at + 80]!r}")
             content.append(body[at:])
             break
-        call, problems = parse_call(body[at + len(CALL_OPEN):end], None)
-        call, problems = parse_call(body[at + len(CALL_OPEN):end], schemas.get(call.name))
+        inner = body[at + len(CALL_OPEN):end]
+        call, problems = parse_call(inner, schemas.get(call_name(inner)))
         out.calls.append(call)
         out.malformed += problems
         pos = end + len(CALL_CLOSE)

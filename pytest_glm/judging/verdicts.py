@@ -35,6 +35,11 @@ THINK_TAGS = ("<think>", "</think>")
 DYNAMIC_THINKING = ("glm45",)
 
 
+def leaked_markup(text: str) -> list[str]:
+    """The GLM tags (tool-call markup first, then think tags) found in ``text``."""
+    return [t for t in TOOL_MARKUP + THINK_TAGS if t in text]
+
+
 @dataclass
 class Verdict:
     """The behaviour verdict of one answer.
@@ -133,7 +138,7 @@ def judge(case: Case, answer: Answer, *, family: str | None = None, require_reas
     :param served_faithfully: what the faithfulness checks found (None: no token ids to check with); when
         True, markup in the content is the model's own text, not a parser's leak.
     """
-    finishes = ("tool_calls", "stop") if case.named_tool_choice else ("tool_calls",)
+    finishes = case.call_finishes
     triggered = answer.finish_reason == "tool_calls" or bool(answer.calls)
     verdict = Verdict(case.id, answer.streamed, expected_call=case.expects_call and case.tool_choice != "none",
                       triggered=triggered, calls=len(answer.calls))
@@ -141,7 +146,7 @@ def judge(case: Case, answer: Answer, *, family: str | None = None, require_reas
     if answer.finish_reason == "length":
         verdict.inconclusive = (f"the answer was cut at max_tokens={case.request_max_tokens} "
                                 f"({answer.completion_tokens or '?'} tokens) before it ended")
-    leaked = next((t for t in TOOL_MARKUP + THINK_TAGS if t in answer.content), None)
+    leaked = next(iter(leaked_markup(answer.content)), None)
     if leaked:
         problems.append(f"content contains raw {leaked!r}: " + (
             "the model wrote the markup as text" if served_faithfully else "markup leaked past the parser"))

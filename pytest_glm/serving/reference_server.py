@@ -7,19 +7,14 @@ vLLM installed here with the command the real GLM models get for the profile.
 
 from __future__ import annotations
 
-import os
 from collections.abc import Callable
 from pathlib import Path
 
 from pytest_glm.catalog.models import ModelSpec, resolve_model, with_local_path
 from pytest_glm.catalog.profiles import resolve_profile
-from pytest_glm.config import ServeOptions
+from pytest_glm.config import ServeOptions, default_cache_dir
 from pytest_glm.serving.command import ServeCommand, build_serve_command, resolve_vllm
 from pytest_glm.serving.launch import ServerProcess, free_port
-
-
-def default_cache_dir() -> Path:
-    return Path(os.environ.get("PYTEST_GLM_CACHE") or Path.home() / ".cache" / "pytest-glm").expanduser()
 
 
 def servable(model: ModelSpec, cache_dir: Path) -> ModelSpec:

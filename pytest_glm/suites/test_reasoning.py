@@ -13,7 +13,7 @@ import pytest
 from pytest_glm.judging.case_answers import assert_behaves, assert_served_faithfully, per_answer, replay_under_load
 from pytest_glm.judging.cases import load_cases
 from pytest_glm.judging.chat import ask
-from pytest_glm.judging.verdicts import THINK_TAGS, TOOL_MARKUP, explain, match_rate
+from pytest_glm.judging.verdicts import explain, leaked_markup, match_rate
 
 pytestmark = pytest.mark.reasoning
 
@@ -45,7 +45,7 @@ def test_reasoning_and_tool_call_in_one_turn(case, stream, glm_answers):
 def test_nothing_leaks_in_late_turns(case, glm_answers):
     for stream in (False, True):
         answer = glm_answers.get(case, stream)
-        leaked = [t for t in THINK_TAGS + TOOL_MARKUP if t in answer.content]
+        leaked = leaked_markup(answer.content)
         assert not leaked, explain(case, answer, [f"content contains {leaked}"])
 
 
@@ -76,7 +76,7 @@ def test_max_tokens_cut_inside_reasoning(stream, glm_endpoint, glm_answers):
     problems = [str(f) for f in findings or []]
     if answer.finish_reason != "length":
         problems.append(f"finish_reason {answer.finish_reason!r}, expected 'length' (max_tokens=8)")
-    leaked = [t for t in THINK_TAGS + TOOL_MARKUP if t in answer.content]
+    leaked = leaked_markup(answer.content)
     if leaked:
         problems.append(f"content contains {leaked} after a cut inside the reasoning")
     if findings is None and not answer.reasoning.strip():

@@ -10,8 +10,9 @@ from pathlib import Path
 import pytest
 
 from pytest_glm.catalog.models import resolve_model
+from pytest_glm.config import default_cache_dir
 from pytest_glm.serving.command import ServeCommand
-from pytest_glm.serving.reference_server import default_cache_dir, servable, start_reference
+from pytest_glm.serving.reference_server import servable, start_reference
 
 SUITES = Path(__file__).parents[2] / "suites"
 TEMPLATES = Path(__file__).parents[2] / "pytest_glm" / "reference" / "templates"
