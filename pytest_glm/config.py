@@ -17,6 +17,7 @@ import pytest
 
 from pytest_glm.catalog.models import DEFAULT_MODEL, ModelSpec, resolve_model
 from pytest_glm.catalog.profiles import Profile, check_fit, for_reference_model, load_thresholds, resolve_profile
+from pytest_glm.catalog.variants import resolve_variants
 from pytest_glm.exceptions import ConfigError
 
 
@@ -36,6 +37,7 @@ class ServeOptions:
     host: str = "127.0.0.1"
     port: int = 0
     extra_args: tuple[str, ...] = ()
+    variants: tuple[str, ...] = ()  # catalog/variants.py names, applied by serving.command
 
 
 API_KEY_ENV = "GLM_API_KEY"
@@ -124,6 +126,11 @@ OPTIONS: tuple[Option, ...] = (
            "per draft position (needs the plots extra: pip install 'pytest-glm[plots]')."),
     Option("mtp_equivalence", "Also launch the MTP-off twin of the deployment and require identical greedy "
            "outputs, tool calls included, with and without MTP.", "flag"),
+    Option("variant", "Serve a deployment variant where GLM streaming bugs showed up: mtp3 (MTP drafting 3 tokens "
+           "a step), stream-interval-4 (--stream-interval 4); repeatable or comma-separated. The correctness "
+           "suites judge it as always (docs/checks.md).", "args"),
+    Option("known_defects", "What a finding that a known defect of the served vLLM explains does: report (listed "
+           "as a known defect, the run can pass) or fail. Default: report.", default="report"),
     Option("cache_dir", "Where built reference models and kept-server records live. "
            "Default: $PYTEST_GLM_CACHE or ~/.cache/pytest-glm."),
 )
@@ -148,6 +155,7 @@ class GLMConfig:
     baseline: Path | None = None
     compare: Path | None = None
     mtp_equivalence: bool = False
+    known_defects_fail: bool = False
     report: Path | None = None
     plots: Path | None = None
 
@@ -304,7 +312,10 @@ def resolve(values: dict[str, Any]) -> GLMConfig:
         max_model_len=values["max_model_len"], max_num_batched_tokens=values["max_num_batched_tokens"],
         gpu_memory_utilization=values["gpu_memory_utilization"],
         served_model_name=values["served_model_name"], port=port, extra_args=values["serve_arg"] or (),
+        variants=tuple(v.name for v in resolve_variants(values["variant"] or ())),
     )
+    if values["known_defects"] not in ("report", "fail"):
+        raise ConfigError("--glm-known-defects", f"expected report or fail, got {values['known_defects']!r}")
     cache = values["cache_dir"] or default_cache_dir()
     return GLMConfig(
         model=model, profile=profile, serve=serve, base_url=base_url,
@@ -316,6 +327,6 @@ def resolve(values: dict[str, Any]) -> GLMConfig:
         server_log=Path(values["server_log"]).expanduser() if values["server_log"] else None,
         cache_dir=Path(cache).expanduser(),
         baseline=baseline, compare=Path(values["compare"]).expanduser() if values["compare"] else None,
-        mtp_equivalence=bool(values["mtp_equivalence"]),
+        mtp_equivalence=bool(values["mtp_equivalence"]), known_defects_fail=values["known_defects"] == "fail",
         report=Path(values["report"]).expanduser() if values["report"] else None, plots=plots,
     )

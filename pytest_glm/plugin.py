@@ -139,11 +139,11 @@ def glm_mtp_twin(pytestconfig: pytest.Config, glm_deployment: Deployment) -> Dep
 
 
 @pytest.fixture(scope="session")
-def glm_answers(glm_endpoint: Endpoint, glm_deployment: Deployment) -> Iterator[AnswerCache]:
+def glm_answers(glm_endpoint: Endpoint, glm_deployment: Deployment, glm_config: GLMConfig) -> Iterator[AnswerCache]:
     """The answers of the correctness cases, each (case, streamed) asked once per run, with their
     faithfulness and behaviour verdicts (pytest_glm.judging.case_answers): the per-case tests, the aggregate
     gates and the load comparison judge the same responses."""
-    cache = AnswerCache(glm_endpoint, glm_deployment)
+    cache = AnswerCache(glm_endpoint, glm_deployment, known_defects_fail=glm_config.known_defects_fail)
     yield cache
     cache.close()
 

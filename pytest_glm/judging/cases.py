@@ -36,10 +36,17 @@ ANSWER_MAX_TOKENS = 1024
 #: Slowest decode speed a request's timeout allows for (tokens per second): 8192 tokens -> 410 s.
 SLOWEST_DECODE_TOKENS_PER_S = 20.0
 
+#: A long message written compactly: ``before`` + ``text`` x ``times`` + ``after`` (a long history).
+_REPEAT = {
+    "type": "object", "required": ["$repeat", "times"], "additionalProperties": False,
+    "properties": {"$repeat": {"type": "string", "minLength": 1}, "times": {"type": "integer", "minimum": 1},
+                   "before": {"type": "string"}, "after": {"type": "string"}},
+}
 _MESSAGE = {
     "type": "object",
     "required": ["role"],
-    "properties": {"role": {"enum": ["system", "user", "assistant", "tool"]}},
+    "properties": {"role": {"enum": ["system", "user", "assistant", "tool"]},
+                   "content": {"anyOf": [{"type": ["string", "null"]}, {"type": "array"}, _REPEAT]}},
 }
 CASE_SCHEMA: dict[str, Any] = {
     "type": "object",
@@ -56,6 +63,7 @@ CASE_SCHEMA: dict[str, Any] = {
         "unordered": {"type": "boolean"},
         "content_matches": {"type": "object"},
         "max_tokens": {"type": "integer", "minimum": 1},
+        "min_tokens": {"type": "integer", "minimum": 1},
         "tool_calls": {"type": "array", "items": {
             "type": "object", "required": ["name", "arguments"], "additionalProperties": False,
             "properties": {"name": {"type": "string"}, "arguments": {"type": "object"}}}},
@@ -81,6 +89,8 @@ class Case:
     :param content_matches: a matcher the content must satisfy (e.g. ``{"$contains": "144"}``), or None.
     :param max_tokens: the request's ``max_tokens`` (default by thinking: THINKING_MAX_TOKENS or
         ANSWER_MAX_TOKENS).
+    :param min_tokens: a long-output case: an answer shorter than this many completion tokens does not
+        test what the case is for, and is inconclusive rather than judged.
     """
 
     id: str
@@ -94,6 +104,7 @@ class Case:
     unordered: bool = False
     content_matches: dict[str, Any] | None = None
     max_tokens: int | None = None
+    min_tokens: int | None = None
 
     @property
     def expects_call(self) -> bool:
@@ -165,6 +176,18 @@ class Case:
         return out
 
 
+def _expanded(messages: list[dict[str, Any]]) -> tuple[dict[str, Any], ...]:
+    """The messages with every ``$repeat`` content written out."""
+    out = []
+    for msg in messages:
+        content = msg.get("content")
+        if isinstance(content, dict):
+            content = content.get("before", "") + content["$repeat"] * content["times"] + content.get("after", "")
+            msg = {**msg, "content": content}
+        out.append(msg)
+    return tuple(out)
+
+
 def load_tools(data_dir: Path) -> dict[str, dict[str, Any]]:
     path = data_dir / "tools.json"
     try:
@@ -219,8 +242,9 @@ def load_cases(data_dir: Path = DEFAULT_DATA_DIR, suites: tuple[str, ...] = SUIT
                     raise ConfigError(where, f"expected arguments of {call.name} break its schema: {exc.message}") from exc
             cases.append(Case(
                 id=record["id"], suite=filename.removesuffix(".json"), category=record["category"],
-                messages=tuple(record["messages"]), tools=case_tools, tool_choice=record.get("tool_choice"),
+                messages=_expanded(record["messages"]), tools=case_tools, tool_choice=record.get("tool_choice"),
                 thinking=record.get("thinking"), tool_calls=calls, unordered=record.get("unordered", False),
                 content_matches=record.get("content_matches"), max_tokens=record.get("max_tokens"),
+                min_tokens=record.get("min_tokens"),
             ))
     return cases

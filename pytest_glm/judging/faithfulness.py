@@ -10,7 +10,11 @@ own reading of GLM's format. What the server made of the same tokens must equal 
   before ``<think>`` in the reasoning, and streamed content keeps edge newlines that non-streamed drops);
 - finish_reason from how generation ended, and the usage counts from the ids;
 - streamed: each of the above for the stream's own ids, and the stream incremental: a call's name before
-  its arguments are complete, a long argument in more than one delta.
+  its arguments are complete, a long argument in more than one delta;
+- the wire form, not only the values after ``json.loads``: ``arguments`` is a JSON object text (``"{}"``
+  for a call without arguments, never ``""``), with no key twice, and non-ASCII text arrives as itself,
+  not ``\\uXXXX``-escaped where the model wrote the character; a call's id has the same shape streamed
+  and not (:func:`id_shape_findings`).
 
 The model's choices do not matter here: whatever it wrote, the deployment must pass it through
 unchanged. A finding names the layer at fault ("the tool parser returned city='paris' where the model
@@ -19,6 +23,8 @@ generated 'Paris'").
 
 from __future__ import annotations
 
+import json
+import re
 from dataclasses import dataclass
 from typing import Any
 
@@ -59,12 +65,65 @@ def _short(value: Any, limit: int = 160) -> str:
     return text if len(text) <= limit else text[: limit - 3] + "..."
 
 
+#: A ``\\uXXXX`` escape in JSON text (the backslash itself not escaped).
+_UNICODE_ESCAPE = re.compile(r"(?<!\\)(?:\\\\)*\\u([0-9a-fA-F]{4})")
+
+
+def wire_findings(where: str, raw: str, generated: GeneratedCall) -> list[Finding]:
+    """What is wrong with the raw ``arguments`` string itself, whatever its values parse to."""
+    if not raw.strip():
+        return [Finding("API", f"{where}: `arguments` is an empty string; a call without arguments must send \"{{}}\" "
+                               f"(clients json.loads it)")]
+    out = []
+    try:
+        json.loads(raw, object_pairs_hook=_no_repeated_keys)
+    except _RepeatedKey as exc:
+        out.append(Finding("tool parser", f"{where}: the arguments repeat the key {exc.args[0]!r} (json.loads keeps "
+                                          f"only the last): {_short(raw)}"))
+    except ValueError:
+        pass  # reported with the values
+    written = "".join(generated.raw.values())
+    escaped = sorted({m.group(0)[-6:] for m in _UNICODE_ESCAPE.finditer(raw)
+                      if int(m.group(1), 16) >= 0x80 and m.group(0)[-6:] not in written})
+    if escaped:
+        out.append(Finding("API", f"{where}: non-ASCII text arrives escaped ({', '.join(escaped[:4])}) in the raw "
+                                  f"arguments, where the model wrote the characters themselves"))
+    return out
+
+
+class _RepeatedKey(ValueError):
+    pass
+
+
+def _no_repeated_keys(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
+    keys = [k for k, _ in pairs]
+    for key in keys:
+        if keys.count(key) > 1:
+            raise _RepeatedKey(key)
+    return dict(pairs)
+
+
+def id_shape(call_id: str) -> str:
+    """An id with its random part replaced by its length: ``chatcmpl-tool-9f3a...`` -> ``<8>-tool-<16>``."""
+    return re.sub(r"[A-Za-z0-9]{8,}", lambda m: f"<{len(m.group())}>", call_id)
+
+
+def id_shape_findings(plain: Answer, streamed: Answer) -> list[Finding]:
+    """The same calls streamed and not carry ids of the same shape (clients key their state on them)."""
+    shapes = [{id_shape(c.id) for c in a.calls if c.id} for a in (plain, streamed)]
+    if not all(shapes) or shapes[0] == shapes[1]:
+        return []
+    return [Finding("API", f"tool call ids have one shape non-streamed ({', '.join(sorted(shapes[0]))}) and another "
+                           f"streamed ({', '.join(sorted(shapes[1]))})")]
+
+
 def _call_findings(index: int, served: Any, generated: GeneratedCall) -> list[Finding]:
     where = f"call {index}"
     out = []
     if served.name != generated.name:
         out.append(Finding("tool parser", f"{where}: the tool parser returned the name {served.name!r} where the model "
                                           f"generated {generated.name!r}"))
+    out += wire_findings(f"{where} ({generated.name})", served.arguments, generated)
     try:
         args = served.parsed()
     except ValueError as exc:
@@ -120,7 +179,7 @@ def compare(case: Case, answer: Answer, generated: GeneratedOutput, *, tag_ids: 
     elif served_reasoning != model_reasoning:
         findings.append(Finding("reasoning parser", f"the server returned the reasoning {_short(served_reasoning, 120)} "
                                                     f"where the model generated {_short(model_reasoning, 120)}"))
-    if answer.content.strip() != generated.content.strip():
+    if answer.content.strip() not in {c.strip() for c in generated.content_readings()}:
         layer = "tool parser" if CALL_OPEN in answer.content or CALL_OPEN in generated.content else (
             "reasoning parser" if THINK_CLOSE in answer.content or (model_reasoning and not served_reasoning)
             else "content")

@@ -62,6 +62,14 @@ class GeneratedOutput:
     stop: str | None = None
     thinking_closed: bool = True
     malformed: list[str] = field(default_factory=list)
+    unclosed_call: str | None = None  # the text of a call never closed, at the end of the content
+
+    def content_readings(self) -> tuple[str, ...]:
+        """The content a faithful server may return: as generated, or without an unclosed call's text
+        (vLLM drops it, others keep it)."""
+        if self.unclosed_call is None:
+            return (self.content,)
+        return (self.content, self.content[: len(self.content) - len(self.unclosed_call)])
 
     @property
     def thought(self) -> bool:
@@ -70,18 +78,62 @@ class GeneratedOutput:
 
 
 def _declared_types(schema: dict[str, Any] | None, key: str) -> list[str] | None:
-    """The JSON types the tool's schema declares for argument ``key`` (None: not declared)."""
+    """The JSON types the tool's schema declares for argument ``key`` (None: not declared, or open)."""
     prop = ((schema or {}).get("properties") or {}).get(key)
-    if not isinstance(prop, dict):
+    types = _schema_types(prop, schema or {}, depth=0)
+    return sorted(types) if types else None
+
+
+_ALL_TYPES = frozenset(("string", "number", "integer", "boolean", "null", "array", "object"))
+
+
+def _schema_types(node: Any, root: dict[str, Any], depth: int) -> set[str] | None:
+    """The types a (sub)schema allows, as clients write them: ``type`` (a name or a list), ``enum`` and
+    ``const`` values, ``anyOf``/``oneOf``/``allOf`` branches (Pydantic's ``Optional``), local ``$ref`` into
+    ``$defs``/``definitions`` (Pydantic and Zod nested models), OpenAPI's ``nullable``. None: any type
+    (no ``type``, e.g. a parameter with only a description, or a reference this cannot follow)."""
+    if not isinstance(node, dict) or depth > 16:
         return None
-    kind = prop.get("type")
+    ref = node.get("$ref")
+    if isinstance(ref, str):
+        return _schema_types(_resolve(ref, root), root, depth + 1)
+    found: set[str] | None = None
+    kind = node.get("type")
     if isinstance(kind, str):
-        return [kind]
-    if isinstance(kind, list) and all(isinstance(k, str) for k in kind):
-        return list(kind)
-    if "enum" in prop and all(isinstance(v, str) for v in prop["enum"]):
-        return ["string"]
-    return None
+        found = {kind}
+    elif isinstance(kind, list) and all(isinstance(k, str) for k in kind):
+        found = set(kind)
+    values = node["enum"] if isinstance(node.get("enum"), list) else [node["const"]] if "const" in node else None
+    if found is None and values:
+        found = {_json_kind(v) for v in values}
+    for combinator in ("anyOf", "oneOf"):
+        branches = node.get(combinator)
+        if isinstance(branches, list) and branches:
+            kinds = [_schema_types(b, root, depth + 1) for b in branches]
+            if any(k is None for k in kinds):
+                return None  # one branch allows anything
+            union = set().union(*kinds)  # type: ignore[arg-type]
+            found = union if found is None else found & union
+    for branch in node.get("allOf") or []:
+        narrowed = _schema_types(branch, root, depth + 1)
+        if narrowed is not None:
+            found = narrowed if found is None else found & narrowed
+    if found is not None and node.get("nullable") is True:
+        found.add("null")
+    return found & _ALL_TYPES if found is not None else None
+
+
+def _resolve(ref: str, root: dict[str, Any]) -> Any:
+    """A local JSON pointer (``#/$defs/Name``) into the tool's parameters; None when it leads nowhere."""
+    if not ref.startswith("#"):
+        return None
+    node: Any = root
+    for part in ref[1:].split("/")[1:] if ref != "#" else []:
+        part = part.replace("~1", "/").replace("~0", "~")
+        if not isinstance(node, dict) or part not in node:
+            return None
+        node = node[part]
+    return node
 
 
 def _json_kind(value: Any) -> str:
@@ -216,8 +268,9 @@ def parse_output(text: str, family: str, *, thinking: bool, tools: list[dict[str
             break
         content.append(body[pos:at])
         end = body.find(CALL_CLOSE, at)
-        if end < 0:  # cut inside a call: no call, the text stays content (as servers return it)
+        if end < 0:  # cut inside a call: no call; servers keep its text as content, or drop it
             out.malformed.append(f"a tool call is not closed: {body[at:at + 80]!r}")
+            out.unclosed_call = body[at:]
             content.append(body[at:])
             break
         inner = body[at + len(CALL_OPEN):end]

@@ -182,6 +182,10 @@ def judge(case: Case, answer: Answer, *, family: str | None = None, require_reas
         if verdict.expected_call and tag in answer.reasoning:
             problems.append(f"tool-call markup {tag!r} inside the reasoning: the call was swallowed by it")
             break
+    if case.min_tokens and not problems and verdict.inconclusive is None and answer.completion_tokens is not None \
+            and answer.completion_tokens < case.min_tokens:
+        verdict.inconclusive = (f"a long-output case: the answer ran to {answer.completion_tokens} tokens, under the "
+                                f"{case.min_tokens} it needs to test long outputs")
     return verdict
 
 

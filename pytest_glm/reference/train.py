@@ -3,7 +3,7 @@
 Any set of answers can be trained: ``--answers FILE --family glm45 --name NAME`` (e.g. the variant,
 ``--answers pytest_glm/reference/answers/glm-tiny-variant.json --family glm45 --name glm-tiny-variant``).
 
-Reproducible (fixed seeds, fixed data order) and CPU-only. The main model (transformers'
+Reproducible (fixed seeds, fixed data order) on one device: CPU by default, or `--device cuda` (the same run, minutes instead of twenty; the last bits differ, so each weights report records its device). The main model (transformers'
 ``Glm4MoeForCausalLM`` at toy size, the same architecture vLLM serves) and its MTP layer are trained
 jointly so that, under greedy decoding:
 
@@ -133,35 +133,67 @@ def _init(model: Any, mtp: Any, seed: int) -> None:
                 torch.nn.init.normal_(param, std=0.02)
 
 
+#: Padded tokens per forward pass (rows x longest row): a batch holding a long case is split into passes
+#: of at most this size, so that its attention fits in memory. The loss is the same as one pass's.
+MICRO_BATCH_TOKENS = 8192
+
+
+def micro_batches(batch: list[Example]) -> list[list[Example]]:
+    """The batch in groups of similar length, each at most MICRO_BATCH_TOKENS padded (a longer example alone)."""
+    groups: list[list[Example]] = []
+    for e in sorted(batch, key=lambda e: -len(e.ids)):
+        if groups and (len(groups[-1]) + 1) * len(groups[-1][0].ids) <= MICRO_BATCH_TOKENS:
+            groups[-1].append(e)
+        else:
+            groups.append([e])
+    return groups
+
+
 def forward_losses(model: Any, mtp: Any, batch: list[Example], mtp_weight: float) -> tuple[Any, Any]:
-    """Main and MTP cross-entropy over one batch (right-padded; padding masked out)."""
+    """Main and MTP cross-entropy over one batch: the mean over every target token of the batch, computed
+    in micro-batches (right-padded; padding masked out)."""
+    sums: list[Any] = [0.0, 0.0]
+    counts = [0, 0]
+    for group in micro_batches(batch):
+        for i, (total, n) in enumerate(_loss_sums(model, mtp, group)):
+            sums[i] = sums[i] + total
+            counts[i] += n
+    main, mtp_loss = sums[0] / max(counts[0], 1), sums[1] / max(counts[1], 1)
+    return main + mtp_weight * mtp_loss, (main.detach(), mtp_loss.detach())
+
+
+def _loss_sums(model: Any, mtp: Any, batch: list[Example]) -> tuple[tuple[Any, int], tuple[Any, int]]:
+    """(sum of main cross-entropy, target count), (the same for MTP) over one padded pass."""
     import torch
     import torch.nn.functional as F
 
+    device = model.lm_head.weight.device
     length = max(len(e.ids) for e in batch)
     ids = torch.zeros(len(batch), length, dtype=torch.long)
     target_mask = torch.zeros(len(batch), length, dtype=torch.bool)  # position t predicts ids[t+1]
     for i, e in enumerate(batch):
         ids[i, : len(e.ids)] = torch.tensor(e.ids)
         target_mask[i, max(e.first_target - 1, 0): len(e.ids) - 1] = True
+    ids, target_mask = ids.to(device), target_mask.to(device)
     inner = model.model
     embeds = inner.embed_tokens(ids)
-    positions = torch.arange(length).unsqueeze(0).expand(len(batch), -1)
+    positions = torch.arange(length, device=device).unsqueeze(0).expand(len(batch), -1)
     out = inner(inputs_embeds=embeds, position_ids=positions)
     hidden = out.last_hidden_state
     logits = model.lm_head(hidden)
-    main = F.cross_entropy(logits[:, :-1][target_mask[:, :-1]], ids[:, 1:][target_mask[:, :-1]])
+    main_mask = target_mask[:, :-1]
+    main = F.cross_entropy(logits[:, :-1][main_mask], ids[:, 1:][main_mask], reduction="sum")
 
     # MTP at position t: hidden[t] and embed(ids[t+1]) predict ids[t+2]; embedding zeroed at position 0.
     next_embeds = torch.cat([embeds[:, 1:], torch.zeros_like(embeds[:, :1])], dim=1)
     next_embeds[:, 0] = 0
     pos_emb = inner.rotary_emb(hidden, positions)
-    causal = torch.full((length, length), float("-inf")).triu(1)[None, None]
+    causal = torch.full((length, length), float("-inf"), device=device).triu(1)[None, None]
     mtp_hidden = mtp(hidden, next_embeds, pos_emb, causal)
     mtp_logits = model.lm_head(mtp_hidden)
     mtp_mask = target_mask[:, :-2] & target_mask[:, 1:-1]
-    mtp_loss = F.cross_entropy(mtp_logits[:, :-2][mtp_mask], ids[:, 2:][mtp_mask])
-    return main + mtp_weight * mtp_loss, (main.detach(), mtp_loss.detach())
+    mtp_loss = F.cross_entropy(mtp_logits[:, :-2][mtp_mask], ids[:, 2:][mtp_mask], reduction="sum")
+    return (main, int(main_mask.sum())), (mtp_loss, int(mtp_mask.sum()))
 
 
 @dataclass
@@ -178,13 +210,14 @@ def evaluate(model: Any, mtp: Any, examples: list[Example], dtype: Any = None) -
     main model's next greedy token (acceptance estimate), and the smallest top-1/top-2 logit gap."""
     import torch
 
+    device = model.lm_head.weight.device
     exact, failures, accepted, drafted, margin = 0, [], 0, 0, float("inf")
     with torch.no_grad():
         for e in examples:
-            ids = torch.tensor([e.ids])
+            ids = torch.tensor([e.ids], device=device)
             inner = model.model
             embeds = inner.embed_tokens(ids)
-            positions = torch.arange(len(e.ids)).unsqueeze(0)
+            positions = torch.arange(len(e.ids), device=device).unsqueeze(0)
             hidden = inner(inputs_embeds=embeds, position_ids=positions).last_hidden_state
             logits = model.lm_head(hidden)[0, :-1].float()
             start = max(e.first_target - 1, 0)
@@ -199,7 +232,7 @@ def evaluate(model: Any, mtp: Any, examples: list[Example], dtype: Any = None) -
                     failures.append(e.kind)
             next_embeds = torch.cat([embeds[:, 1:], torch.zeros_like(embeds[:, :1])], dim=1)
             next_embeds[:, 0] = 0
-            causal = torch.full((len(e.ids), len(e.ids)), float("-inf")).triu(1)[None, None]
+            causal = torch.full((len(e.ids), len(e.ids)), float("-inf"), device=device).triu(1)[None, None]
             mtp_logits = model.lm_head(mtp(hidden, next_embeds, inner.rotary_emb(hidden, positions), causal))[0]
             mtp_pred = mtp_logits[start:-2].argmax(-1)
             accepted += int((mtp_pred == ids[0, start + 2:]).sum())
@@ -218,7 +251,7 @@ def checkpoint(model: Any, mtp: Any, config: dict[str, Any]) -> dict[str, Any]:
 
     def put(name: str, tensor: Any) -> None:
         fp32 = name.endswith(("mlp.gate.weight", "e_score_correction_bias"))
-        out[name] = tensor.detach().to(torch.float32 if fp32 else torch.bfloat16).contiguous().clone()
+        out[name] = tensor.detach().cpu().to(torch.float32 if fp32 else torch.bfloat16).contiguous().clone()
 
     def put_layer(prefix: str, state: dict[str, Any]) -> None:
         for key, tensor in state.items():
@@ -250,7 +283,7 @@ def checkpoint(model: Any, mtp: Any, config: dict[str, Any]) -> dict[str, Any]:
 
 
 def train_family(family: str, data_dir: Path, steps: int, out_dir: Path = WEIGHTS_DIR, log: Any = print,
-                 answers_file: Path | None = None, name: str | None = None) -> dict[str, Any]:
+                 answers_file: Path | None = None, name: str | None = None, device: str = "cpu") -> dict[str, Any]:
     import torch
     from safetensors.torch import save_file
 
@@ -264,6 +297,7 @@ def train_family(family: str, data_dir: Path, steps: int, out_dir: Path = WEIGHT
     config = model_config(name)
     model, mtp = build_models(config)
     _init(model, mtp, SEED)
+    model, mtp = model.to(device), mtp.to(device)
     case_ex = case_examples(cases, answers, family, tokenizer)
     pool = sampling_pool(case_ex)
     params = list(model.parameters()) + list(mtp.parameters())
@@ -290,7 +324,7 @@ def train_family(family: str, data_dir: Path, steps: int, out_dir: Path = WEIGHT
     out_dir.mkdir(parents=True, exist_ok=True)
     path = out_dir / f"{name}.safetensors"
     save_file(tensors, str(path), metadata={"format": "pt", "family": family, "steps": str(steps), "seed": str(SEED)})
-    report = {"model": name, "family": family, "steps": steps, "seconds": round(time.monotonic() - began, 1), "cases": check.total,
+    report = {"model": name, "family": family, "steps": steps, "device": device, "seconds": round(time.monotonic() - began, 1), "cases": check.total,
               "exact": check.exact, "failures": check.failures, "mtp_agreement": round(check.acceptance, 4),
               "min_logit_gap": round(check.min_margin, 3), "bytes": path.stat().st_size}
     report["sha256"] = hashlib.sha256(path.read_bytes()).hexdigest()
@@ -306,14 +340,16 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--out", type=Path, default=WEIGHTS_DIR, help="where the weights and report go")
     parser.add_argument("--answers", type=Path, default=None,
                         help="the answers to train (default: answers/<model>.json in this package)")
+    parser.add_argument("--device", default="cpu", help="torch device to train on: cpu (about 20 minutes a "
+                        "model on 2 cores) or cuda (a few minutes); the weights are served on vLLM's CPU build either way")
     parser.add_argument("--name", default=None, help="the model's name, and so its weights' file name "
                         "(default: glm-tiny for glm45, glm-tiny-47 for glm47)")
     args = parser.parse_args(argv)
     families = ["glm45", "glm47"] if args.family == "all" else [args.family]
     if (args.answers or args.name) and len(families) > 1:
         parser.error("--answers and --name train one model: give --family glm45 or glm47")
-    reports = [train_family(f, args.data, args.steps, args.out, answers_file=args.answers, name=args.name)
-               for f in families]
+    reports = [train_family(f, args.data, args.steps, args.out, answers_file=args.answers, name=args.name,
+                            device=args.device) for f in families]
     ok = all(r["exact"] == r["cases"] for r in reports)
     print(json.dumps(reports, indent=2))
     return 0 if ok else 1

@@ -11,6 +11,7 @@ goes through :meth:`RunReport.scrub` first.
 from __future__ import annotations
 
 import json
+import re
 import time
 from collections import Counter
 from collections.abc import Callable
@@ -18,11 +19,16 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from pytest_glm.judging.case_answers import KNOWN_DEFECT
+
 if TYPE_CHECKING:
     from pytest_glm.reporting.compare import Comparison
 
 PROPERTY = "glm"
 SCHEMA = "pytest-glm/report/1"
+#: The note of a known defect in an excused test's message (judging.case_answers.AnswerCache.known).
+_DEFECT_NOTE = re.compile(r"\[known defect of vLLM [^:\]]*: ([^\]]*)\]")
+
 SUITES = ("preflight", "tool_calling", "reasoning", "mtp", "slo")
 
 
@@ -113,7 +119,8 @@ class RunReport:
         outcome.duration_s += float(getattr(report, "duration", 0.0) or 0.0)
         if report.when == "call" or (report.when == "setup" and not report.passed):
             outcome.outcome = ("error" if report.when == "setup" and report.failed else
-                               "tolerated" if hasattr(report, "wasxfail") else report.outcome)
+                               ("known_defect" if KNOWN_DEFECT in str(report.wasxfail) else "tolerated")
+                               if hasattr(report, "wasxfail") else report.outcome)
             if not report.passed:
                 outcome.message = self.scrub(_short(report))
         elif report.when == "teardown" and report.failed and outcome.outcome == "passed":
@@ -125,13 +132,22 @@ class RunReport:
     # -- views ---------------------------------------------------------------------------------------
     def counts(self, suite: str | None = None) -> dict[str, int]:
         c = Counter(o.outcome for o in self.outcomes.values() if suite is None or o.suite == suite)
-        return {k: c.get(k, 0) for k in ("passed", "failed", "error", "skipped", "tolerated")}
+        return {k: c.get(k, 0) for k in ("passed", "failed", "error", "skipped", "tolerated", "known_defect")}
 
     def verdict(self, comparison: Comparison | None = None) -> str:
         """``fail`` if a test failed, a figure missed its threshold, or the comparison with a stored run
         (``--glm-compare``) found a new failure or a figure worse than its tolerance."""
         failed = _suite_failed(self.counts(), self.figures) or bool(comparison is not None and comparison.failed)
         return "fail" if failed else "pass"
+
+    def known_defects(self, suite: str | None = None) -> dict[str, int]:
+        """Each known vLLM defect the run hit (its note, once) and how many tests it excused."""
+        notes: Counter[str] = Counter()
+        for o in self.outcomes.values():
+            if o.outcome == "known_defect" and (suite is None or o.suite == suite):
+                found = _DEFECT_NOTE.search(o.message)
+                notes[found.group(1) if found else o.message[:200]] += 1
+        return dict(notes)
 
     def suites_seen(self) -> list[str]:
         seen = {o.suite for o in self.outcomes.values()}
@@ -184,6 +200,8 @@ class RunReport:
             for o in self.outcomes.values():
                 if o.suite == suite and o.outcome in ("failed", "error"):
                     lines.append(f"  {o.outcome.upper()} {o.nodeid.split('::', 1)[-1]}: {o.message[:160]}")
+            lines += [f"  KNOWN DEFECT ({n} test{'s' if n > 1 else ''}): {note}"
+                      for note, n in self.known_defects(suite).items()]
             out.append((f"pytest-glm: {suite} — {'FAIL' if _suite_failed(c, figures) else 'pass'}",
                         [self.scrub(line) for line in lines]))
         return out

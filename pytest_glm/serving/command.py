@@ -6,6 +6,7 @@ Pure: builds argv lists and environments, starts nothing. The flags follow the p
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import importlib.metadata
 import importlib.util
@@ -20,6 +21,7 @@ from pathlib import Path
 
 from pytest_glm.catalog.models import ModelSpec
 from pytest_glm.catalog.profiles import Profile
+from pytest_glm.catalog.variants import resolve_variants
 from pytest_glm.catalog.versions import parse_version
 from pytest_glm.config import ServeOptions
 from pytest_glm.exceptions import ConfigError, VLLMNotFound
@@ -92,6 +94,23 @@ def redact(args: tuple[str, ...] | list[str]) -> list[str]:
     return out
 
 
+def apply_variants(serve: ServeOptions, model: ModelSpec, vllm_version: str = "") -> ServeOptions:
+    """``serve`` with its variants' flags (catalog/variants.py); one this model or vLLM cannot serve is a
+    usage error naming it."""
+    version = parse_version(vllm_version)
+    for variant in resolve_variants(serve.variants):
+        if variant.since is not None and version and version < variant.since:
+            raise ConfigError("--glm-variant", f"{variant.name} needs a newer vLLM than {vllm_version}: "
+                              f"{variant.since_note}")
+        if variant.speculative_tokens is not None:
+            if not model.has_mtp or serve.mtp is False:
+                raise ConfigError("--glm-variant", f"{variant.name} drafts with MTP, which this deployment does not "
+                                  f"have ({'no MTP layer' if not model.has_mtp else '--glm-no-mtp'})")
+            serve = dataclasses.replace(serve, mtp=True, num_speculative_tokens=variant.speculative_tokens)
+        serve = dataclasses.replace(serve, extra_args=(*variant.serve_args, *serve.extra_args))
+    return serve
+
+
 def build_serve_command(model: ModelSpec, profile: Profile, opts: ServeOptions, vllm_version: str = "") -> ServeCommand:
     """Flags for serving ``model`` on ``profile`` with vLLM ``vllm_version`` ("" when unknown: the newest
     behaviour is assumed).
@@ -99,6 +118,7 @@ def build_serve_command(model: ModelSpec, profile: Profile, opts: ServeOptions, 
     Order follows the published commands: parallelism, speculative decoding, parsers, then sizes and
     profile flags, then the user's pass-through arguments last (so they win in vLLM's argparse).
     """
+    opts = apply_variants(opts, model, vllm_version)
     args: list[str] = []
     tp, dp = _parallel_sizes(profile, opts)
     if tp > 1:

@@ -23,6 +23,7 @@ from typing import Any
 
 from pytest_glm.catalog.models import ModelSpec, guess_model
 from pytest_glm.catalog.profiles import Profile
+from pytest_glm.catalog.variants import VARIANTS
 from pytest_glm.catalog.versions import notes_for
 from pytest_glm.config import GLMConfig
 from pytest_glm.exceptions import DeploymentError, ServerDied
@@ -59,6 +60,7 @@ class Deployment:
     reused: bool = False
     server: ServerProcess | None = dataclasses.field(default=None, repr=False)
     server_pid: int | None = None  # on an xdist worker: the server the controller launched
+    variants: tuple[str, ...] = ()  # --glm-variant names this deployment was launched with
 
     def check_alive(self) -> None:
         """Raise ServerDied (with the log tail) if the server this run launched has exited."""
@@ -134,6 +136,7 @@ class Deployment:
         values["profile"] = config.profile
         values["endpoint"] = Endpoint(state["endpoint"]["base_url"], state["endpoint"]["model"], config.api_key,
                                       config.request_timeout)
+        values["variants"] = tuple(state.get("variants") or ())
         cmd = state.get("command")
         values["command"] = None if cmd is None else ServeCommand(**{**cmd, "args": tuple(cmd["args"])})
         return cls(**values)
@@ -152,7 +155,8 @@ class Deployment:
                          "count": p.count, "memory_gib_each": round(p.memory_gib, 1)},
             "endpoint": state["endpoint"]["base_url"], "served_model": state["endpoint"]["model"], "how": self.how,
             "vllm_version": state["vllm_version"], "vllm_notes": notes_for(self.vllm_version, self.build),
-            "mtp": state["mtp"], "command": self.command.display() if self.command else None,
+            "mtp": state["mtp"], "variants": state["variants"],
+            "command": self.command.display() if self.command else None,
             "serve_flags": redact(self.flags), "started_in_s": state["started_in"], "memory_gib": state["memory_gib"],
         }
 
@@ -166,6 +170,7 @@ class Deployment:
             f"endpoint: {r['endpoint']} [{how}], served model {r['served_model']}",
             f"vLLM: {r['vllm_version'] or 'unknown'}",
             f"MTP: {'on' if r['mtp'] else 'off' if r['mtp'] is False else 'unknown'}",
+            *(f"variant: {name} ({VARIANTS[name].description})" for name in r["variants"] if name in VARIANTS),
             *(f"vLLM {r['vllm_version']}: {note}" for note in r["vllm_notes"]),
         ]
         if r["command"] is not None:
@@ -269,7 +274,7 @@ class DeploymentManager:
         deployment = Deployment(model=model, profile=cfg.profile, endpoint=endpoint,
                                 vllm_version=endpoint.version() or entry.version, command=command, launched=True,
                                 mtp=command.mtp, log_path=str(log_path), started_in=server.started_in,
-                                memory_gib=server.memory_gib(), server=server)
+                                memory_gib=server.memory_gib(), server=server, variants=cfg.serve.variants)
         say(f"vLLM {deployment.vllm_version} ready at {server.base_url} {deployment.readiness()}")
         if cfg.keep_server:
             self._record(command, entry, deployment)

@@ -1,7 +1,7 @@
 """MTP speculative decoding: is the drafter running, and are its drafts accepted often enough?
 
-Each workload kind (prose answers, tool-call arguments, reasoning) is sent on its own, greedy and one
-request at a time, between two reads of the server's spec-decode counters at ``/metrics`` (summed over
+Each workload kind (prose answers, tool-call arguments, reasoning) is sent on its own, greedy, one
+request at a time and again at the profile's load concurrency (``*_batched``, side by side), between two reads of the server's spec-decode counters at ``/metrics`` (summed over
 engines); the difference is what this workload drafted and had accepted. With one draft token the
 acceptance rate must reach the profile's ``mtp_acceptance_rate`` (0.80: below the recipe's *typical* 0.90,
 above every broken MTP layer measured; docs/thresholds.md); with more, each draft position must reach its
@@ -17,17 +17,19 @@ import openai
 import pytest
 
 from pytest_glm.judging.cases import load_cases
-from pytest_glm.judging.chat import ask, rejection
+from pytest_glm.judging.chat import ask, ask_concurrently, rejection
 from pytest_glm.measuring.metrics import SpecDecodeStats, parse
 from pytest_glm.plugin import glm_config_of
 
 pytestmark = pytest.mark.mtp
 
 ALL = load_cases()
+#: The long-output and long-context cases add minutes of decoding and nothing a drafter's rate needs.
+SHORT = [c for c in ALL if c.category not in ("long_output", "long_context")]
 KINDS = {
-    "tool_arguments": [c for c in ALL if c.expects_call],
-    "reasoning": [c for c in ALL if c.suite == "reasoning" and c.thinking is not False],
-    "prose": [c for c in ALL if not c.expects_call and not (c.suite == "reasoning" and c.thinking is not False)],
+    "tool_arguments": [c for c in SHORT if c.expects_call],
+    "reasoning": [c for c in SHORT if c.suite == "reasoning" and c.thinking is not False],
+    "prose": [c for c in SHORT if not c.expects_call and not (c.suite == "reasoning" and c.thinking is not False)],
 }
 
 
@@ -40,6 +42,36 @@ def mtp_client(glm_endpoint):
 
 @pytest.mark.parametrize("kind", list(KINDS))
 def test_mtp_acceptance(kind, glm_deployment, mtp_client, glm_record):
+    """One request at a time: the drafter's acceptance with nothing else in the batch."""
+
+    def send() -> None:
+        for case in KINDS[kind]:
+            try:
+                ask(mtp_client, case, glm_deployment.endpoint.model, stream=False)
+            except (openai.APIStatusError, openai.APIError) as exc:
+                pytest.fail(f"case {case.id}: {rejection(exc, glm_deployment)}", pytrace=False)
+
+    _judge_acceptance(kind, "", glm_deployment, send, glm_record)
+
+
+@pytest.mark.parametrize("kind", list(KINDS))
+def test_mtp_acceptance_batched(kind, glm_deployment, glm_record):
+    """The same requests at the profile's load concurrency (``acceptance_rate_batched`` beside
+    ``acceptance_rate``): drafting for a batch must be accepted as often as for one request."""
+    concurrency = glm_deployment.profile.thresholds.load_concurrency
+    jobs = [(c, False) for c in KINDS[kind]] * max(1, -(-concurrency // len(KINDS[kind])))
+
+    def send() -> None:
+        failed = [r for r in ask_concurrently(glm_deployment.endpoint, jobs, concurrency) if isinstance(r, str)]
+        if failed:
+            pytest.fail(f"{len(failed)} of {len(jobs)} requests at concurrency {concurrency} failed: {failed[0]}",
+                        pytrace=False)
+
+    _judge_acceptance(kind, "_batched", glm_deployment, send, glm_record, f" at concurrency {concurrency}")
+
+
+def _judge_acceptance(kind: str, suffix: str, glm_deployment, send, glm_record, where: str = "") -> None:
+    """Read the spec-decode counters around ``send()`` and judge what it drafted and had accepted."""
     endpoint = glm_deployment.endpoint
     expected, why = glm_deployment.mtp_expectation()
     before = parse(endpoint.metrics_text())
@@ -48,36 +80,31 @@ def test_mtp_acceptance(kind, glm_deployment, mtp_client, glm_record):
             pytest.fail(f"MTP is expected ({why}), but /metrics has no speculative-decoding counters: the server "
                         f"runs without MTP (no --speculative-config)", pytrace=False)
         pytest.skip(f"MTP is not expected ({why}) and the server reports no speculative decoding")
-
-    for case in KINDS[kind]:
-        try:
-            ask(mtp_client, case, endpoint.model, stream=False)
-        except (openai.APIStatusError, openai.APIError) as exc:
-            pytest.fail(f"case {case.id}: {rejection(exc, glm_deployment)}", pytrace=False)
+    send()
     stats = SpecDecodeStats.from_delta(parse(endpoint.metrics_text()) - before)
     thresholds = glm_deployment.profile.thresholds
     k = max(stats.per_position, default=-1) + 1 or glm_deployment.num_speculative_tokens() or 1
-    glm_record("mtp", kind, "drafts", stats.drafts, 1, ">=")
-    glm_record("mtp", kind, "acceptance_rate", stats.acceptance_rate,
+    glm_record("mtp", kind, "drafts" + suffix, stats.drafts, 1, ">=")
+    glm_record("mtp", kind, "acceptance_rate" + suffix, stats.acceptance_rate,
                thresholds.mtp_acceptance_rate if k == 1 else None, ">=" if k == 1 else "")
-    glm_record("mtp", kind, "mean_acceptance_length", stats.mean_acceptance_length)
+    glm_record("mtp", kind, "mean_acceptance_length" + suffix, stats.mean_acceptance_length)
     for pos, rate in stats.position_rates().items():
-        glm_record("mtp", kind, f"acceptance_pos{pos}", rate, thresholds.position_minimum(pos) if k > 1 else None,
-                   ">=" if k > 1 else "")
+        glm_record("mtp", kind, f"acceptance_pos{pos}{suffix}", rate,
+                   thresholds.position_minimum(pos) if k > 1 else None, ">=" if k > 1 else "")
 
     if not stats.drafts:
-        pytest.fail(f"{kind}: the spec-decode counters did not move over {len(KINDS[kind])} requests: no drafts, "
-                    f"so the MTP drafter did not run", pytrace=False)
+        pytest.fail(f"{kind}{where}: the spec-decode counters did not move: no drafts, so the MTP drafter did "
+                    f"not run", pytrace=False)
     if k == 1:
         minimum = thresholds.mtp_acceptance_rate
         assert stats.acceptance_rate >= minimum, (
-            f"{kind}: MTP acceptance rate {stats.acceptance_rate:.3f} is below {minimum:.2f} "
+            f"{kind}{where}: MTP acceptance rate {stats.acceptance_rate:.3f} is below {minimum:.2f} "
             f"({stats.summary()}); a damaged or mismatched MTP layer drafts tokens the model rejects")
     else:
         rates = stats.position_rates()
         low = [f"position {p}: {rates.get(p, 0.0):.3f} < {thresholds.position_minimum(p):.2f}"
                for p in range(k) if rates.get(p, 0.0) < thresholds.position_minimum(p)]
-        assert not low, f"{kind}: MTP acceptance too low at {'; '.join(low)} ({stats.summary()})"
+        assert not low, f"{kind}{where}: MTP acceptance too low at {'; '.join(low)} ({stats.summary()})"
 
 
 @pytest.fixture(scope="module")

@@ -51,7 +51,7 @@ def test_nothing_leaks_in_late_turns(case, glm_answers):
 
 def test_thinking_rates(glm_answers, glm_deployment, glm_record):
     """How often the model thought with thinking on, and how many reasoning answers match their case."""
-    thinking_on = [(c, s) for c in CASES + THINK_AND_CALL for s in (False, True)]
+    thinking_on = [(c, s) for c in CASES + THINK_AND_CALL for s in (False, True) if not glm_answers.fully_excused(c, s)]
     verdicts = [glm_answers.verdict(c, s, require_reasoning=True) for c, s in thinking_on]
     skipped = sum(bool(v.notes) for v in verdicts)
     rate = match_rate([v for v in verdicts if v.case_id in {c.id for c in CASES}])

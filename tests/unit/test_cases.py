@@ -53,6 +53,17 @@ def test_reference_answers_cover_the_cases_and_fit_the_tools(tmp_path):
         load_answers(tmp_path / "a.json", cases)
 
 
+def test_a_long_message_is_written_out(tmp_path):
+    case = next(c for c in load_cases() if c.id == "context.long_history")
+    history = case.messages[0]["content"]
+    assert history.startswith("Here is today's server log:\n2026-12-01T12:00:00Z INFO") and len(history) > 10_000
+    assert case.request("m")["messages"][0]["content"] == history and case.max_tokens == 256
+    path = _copy(tmp_path)
+    _edit(path / "tool_calling.json", lambda d: d[0]["messages"][0].update(content={"$repeat": "x"}))
+    with pytest.raises(ConfigError, match=r"single\.weather.*invalid"):
+        load_cases(path)
+
+
 def test_template_messages_parse_history_arguments():
     case = next(c for c in load_cases() if c.id == "multi_turn.answer_after_result")
     history = case.template_messages()[1]

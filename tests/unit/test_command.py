@@ -293,3 +293,25 @@ def test_cpu_build_notes_only_on_the_cpu_build() -> None:
     assert not any("Cannot inspect kernel parameters" in n for n in notes_for("0.31.0", "cpu"))
     both = explain("0.26.0", "test_case[choice.required-plain]", "glm47", "nvidia")
     assert "lm-format-enforcer" in both and "again and again" in both and "structural tag off" not in both
+
+
+def test_variants_change_the_command() -> None:
+    mtp3 = flags("glm-tiny", "cpu", variants=("mtp3",))
+    assert mtp3[mtp3.index("--speculative-config.num_speculative_tokens") + 1] == "3"
+    both = flags("glm-tiny", "cpu", variants=("mtp3", "stream-interval-4"), extra_args=("--max-num-seqs", "8"))
+    assert both[both.index("--stream-interval") + 1] == "4" and both[-2:] == ["--max-num-seqs", "8"]
+    plain = flags("glm-tiny", "cpu")
+    assert "--stream-interval" not in plain
+
+
+@pytest.mark.parametrize(("model", "opts", "version", "message"), [
+    ("zai-org/GLM-4.5-Air", {"variants": ("mtp3",), "mtp": False}, "", "mtp3 drafts with MTP"),
+    ("glm-tiny", {"variants": ("mtp3",), "mtp": False}, "", "--glm-no-mtp"),
+    ("glm-tiny", {"variants": ("stream-interval-4",)}, "0.10.2", "needs a newer vLLM than 0.10.2"),
+    ("glm-tiny", {"variants": ("mtp4",)}, "", "unknown variant 'mtp4'; known: mtp3, stream-interval-4"),
+])
+def test_variants_a_deployment_cannot_serve_are_usage_errors(model, opts, version, message) -> None:
+    with pytest.raises(ConfigError, match="--glm-variant") as err:
+        build_serve_command(resolve_model(model), resolve_profile("cpu" if model == "glm-tiny" else "h100x8"),
+                            ServeOptions(**opts), version)
+    assert message in str(err.value)

@@ -61,7 +61,7 @@ def test_collects_suites_figures_and_outcomes_and_scrubs_the_key(tmp_path: Path)
     for r in phases("tests/test_other.py::test_unrelated", ""):
         report.add(r)  # not a suite test: ignored
     assert report.verdict() == "fail"
-    assert report.counts("slo") == {"passed": 0, "failed": 1, "error": 0, "skipped": 0, "tolerated": 0}
+    assert report.counts("slo") == {"passed": 0, "failed": 1, "error": 0, "skipped": 0, "tolerated": 0, "known_defect": 0}
     tables = dict(report.tables())
     slo = tables["pytest-glm: slo — FAIL"]
     assert any("p99_ttft_ms" in line and "<= 100" in line and line.endswith("FAIL") for line in slo)
@@ -94,7 +94,7 @@ def test_suites_are_modules_not_keywords() -> None:
     tolerated.wasxfail = "model behaviour miss (counted in the suite's rates): case y"
     report.add(tolerated)
     assert report.outcomes["suites/test_mtp.py::test_mtp_acceptance[reasoning]"].suite == "mtp"
-    assert report.counts("reasoning") == {"passed": 0, "failed": 0, "error": 0, "skipped": 1, "tolerated": 1}
+    assert report.counts("reasoning") == {"passed": 0, "failed": 0, "error": 0, "skipped": 1, "tolerated": 1, "known_defect": 0}
     assert report.outcomes["suites/test_reasoning.py::test_behaves[y-plain]"].message.startswith("model behaviour miss")
     assert report.verdict() == "pass"
 

@@ -74,6 +74,20 @@ def test_a_cut_answer_is_inconclusive_and_out_of_the_rates():
     assert match_rate([cut, good, wrong]) == 0.5
 
 
+def test_a_short_answer_to_a_long_output_case_is_inconclusive():
+    numbers = ", ".join(map(str, range(1, 701)))
+    long = answer(content=numbers, finish="stop")
+    long.completion_tokens = 3400
+    assert judge(CASES["long.answer"], long).ok
+    short = answer(content="1, 2, ..., 699, 700", finish="stop")
+    short.completion_tokens = 20
+    verdict = judge(CASES["long.answer"], short)
+    assert verdict.inconclusive and "ran to 20 tokens, under the 3000" in verdict.inconclusive
+    wrong = answer(content="1, 2, 3", finish="stop")
+    wrong.completion_tokens = 5
+    assert judge(CASES["long.answer"], wrong).problems  # a wrong answer is a miss, however short
+
+
 def test_invalid_json_and_missing_call():
     v = judge(CASES["single.weather"], answer([("get_weather", '{"city": "Par')]))
     assert any("not valid JSON" in p for p in v.problems)
