@@ -17,11 +17,6 @@ from pytest_glm.exceptions import ConfigError, UnknownModel
 
 GIB = 1024**3
 
-#: Tool-call parser per family, as zai-org and the vLLM recipes prescribe.
-TOOL_PARSER = {"glm45": "glm45", "glm47": "glm47"}
-
-#: One reasoning parser serves both families.
-REASONING_PARSER = "glm45"
 
 
 @dataclass(frozen=True)
@@ -54,14 +49,6 @@ class ModelSpec:
     reference: bool = False
     local_path: str | None = None
     prompt_vocab: int = 151329
-
-    @property
-    def tool_parser(self) -> str:
-        return TOOL_PARSER[self.family]
-
-    @property
-    def reasoning_parser(self) -> str:
-        return REASONING_PARSER
 
     @property
     def has_mtp(self) -> bool:

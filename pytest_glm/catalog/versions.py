@@ -116,6 +116,56 @@ def known_defect(version: str, case_id: str, finding: str, family: str | None = 
     return next((d.note for d in KNOWN_DEFECTS if d.excuses(parsed, case_id, finding, family, build)), None)
 
 
+@dataclass(frozen=True)
+class ParserNames:
+    """The GLM parser names a range of vLLM versions registers (read in each version's
+    ``vllm/reasoning/__init__.py`` and ``tool_parsers/__init__.py``), and what they are."""
+
+    since: tuple[int, ...]
+    until: tuple[int, ...] | None
+    reasoning: tuple[str, ...]
+    tool: tuple[str, ...]
+    note: str
+    checked: str
+
+
+PARSER_NAMES: tuple[ParserNames, ...] = (
+    ParserNames((0, 10), (0, 16), ("glm45",), ("glm45",), "one GLM-4.5 reasoning parser and one tool parser "
+                "(glm4_moe); no glm47 names", "0.10.2, 0.12.0"),
+    ParserNames((0, 16), (0, 25), ("glm45",), ("glm45", "glm47"), "reasoning glm45 only (DeepSeek-V3's "
+                "with-thinking parser); tool parsers glm45 (glm4_moe) and glm47 (glm47_moe) are different parsers",
+                "0.16.0, 0.20.0, 0.23.0"),
+    ParserNames((0, 25), None, ("glm45", "glm47"), ("glm45", "glm47"), "glm45 and glm47 name one parser each "
+                "(glm47_moe) for reasoning and for tool calls, reading both families' formats", "0.25.0, 0.26.0, "
+                "0.27.1, 0.29.0-0.32.0, 0.34.0"),
+)
+
+#: What the published commands pass, per family: (tool parser, reasoning parser, where it is documented).
+RECOMMENDED_PARSERS = {
+    "glm45": ("glm45", "glm45", "zai-org's GLM-4.5/4.6 README and vLLM's GLM-4.5 recipe"),
+    "glm47": ("glm47", "glm47", "vLLM's GLM-4.7 recipe since 2026-09 (zai-org's README still shows "
+              "--reasoning-parser glm45)"),
+}
+
+
+def parsers_for(family: str, version: str) -> tuple[tuple[str, str], tuple[str, str]]:
+    """((tool parser, why), (reasoning parser, why)) for a model of ``family`` on vLLM ``version``: what
+    the documentation recommends where this version has that name, else the name it has ('' = the newest)."""
+    parsed = parse_version(version or "")
+    names = next((p for p in reversed(PARSER_NAMES) if not parsed or (parsed >= p.since and
+                  (p.until is None or parsed < p.until))), PARSER_NAMES[0])
+    tool, reasoning, source = RECOMMENDED_PARSERS[family]
+    shown = f"vLLM {version}" if version else "the newest vLLM"
+    out = []
+    for kind, wanted, registered in (("tool", tool, names.tool), ("reasoning", reasoning, names.reasoning)):
+        if wanted in registered:
+            out.append((wanted, f"{source}; {shown} registers {'/'.join(registered)} ({names.note})"))
+        else:
+            out.append((registered[0], f"{source} says {wanted}, which {shown} does not register "
+                                       f"({names.note}); {registered[0]} is its GLM {kind} parser"))
+    return out[0], out[1]
+
+
 def notes_for(version: str, build: str | None = None) -> list[str]:
     """The known behaviours of this vLLM version (empty for an unknown or unparsable version); ``build`` is
     ``cpu`` for vLLM's CPU build, anything else for the others, None if unknown."""

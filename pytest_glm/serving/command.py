@@ -22,7 +22,7 @@ from pathlib import Path
 from pytest_glm.catalog.models import ModelSpec
 from pytest_glm.catalog.profiles import Profile
 from pytest_glm.catalog.variants import resolve_variants
-from pytest_glm.catalog.versions import parse_version
+from pytest_glm.catalog.versions import parse_version, parsers_for
 from pytest_glm.config import ServeOptions
 from pytest_glm.exceptions import ConfigError, VLLMNotFound
 
@@ -52,6 +52,8 @@ class ServeCommand:
     env: dict[str, str] = field(default_factory=dict)
     mtp: bool = False
     served_model_name: str = ""
+    reasons: tuple[tuple[str, str], ...] = ()  # (flag, why it was chosen), for the report
+
 
     def argv(self, entry: VLLMEntry) -> list[str]:
         return entry.argv(self.model, self.args)
@@ -136,8 +138,9 @@ def build_serve_command(model: ModelSpec, profile: Profile, opts: ServeOptions, 
         args += ["--speculative-config.method", "mtp",
                  "--speculative-config.num_speculative_tokens", str(opts.num_speculative_tokens)]
 
-    args += ["--tool-call-parser", model.tool_parser, "--reasoning-parser", model.reasoning_parser,
-             "--enable-auto-tool-choice"]
+    (tool_parser, tool_why), (reasoning_parser, reasoning_why) = parsers_for(model.family, vllm_version)
+    reasons = [("--tool-call-parser " + tool_parser, tool_why), ("--reasoning-parser " + reasoning_parser, reasoning_why)]
+    args += ["--tool-call-parser", tool_parser, "--reasoning-parser", reasoning_parser, "--enable-auto-tool-choice"]
     served = opts.served_model_name or model.served_name
     args += ["--served-model-name", served]
 
@@ -171,7 +174,15 @@ def build_serve_command(model: ModelSpec, profile: Profile, opts: ServeOptions, 
     version = parse_version(vllm_version)
     tag_off = model.family == "glm45" and (not version or version >= GLM45_ENV_SINCE)
     env = {**profile.env, **(GLM45_ENV if tag_off else {})}
-    return ServeCommand(model=model.source, args=tuple(args), env=env, mtp=mtp, served_model_name=served)
+    if tag_off:
+        reasons.append(("VLLM_ENFORCE_STRICT_TOOL_CALLING=0", "GLM-4.5/4.6 write a newline after the call's name and "
+                        "each argument; vLLM's GLM structural tag forces GLM-4.7's compact layout on them (safe to "
+                        "turn off from vLLM 0.32 on, docs/vllm-versions.md)"))
+    if mtp:
+        reasons.append(("--speculative-config.method mtp", "the model's published serving command turns MTP on"
+                        if opts.mtp is None else "--glm-mtp" if not opts.variants else f"--glm-variant {','.join(opts.variants)}"))
+    return ServeCommand(model=model.source, args=tuple(args), env=env, mtp=mtp, served_model_name=served,
+                        reasons=tuple(reasons))
 
 
 def without_mtp(command: ServeCommand) -> ServeCommand:

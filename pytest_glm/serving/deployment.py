@@ -138,7 +138,8 @@ class Deployment:
                                       config.request_timeout)
         values["variants"] = tuple(state.get("variants") or ())
         cmd = state.get("command")
-        values["command"] = None if cmd is None else ServeCommand(**{**cmd, "args": tuple(cmd["args"])})
+        values["command"] = None if cmd is None else ServeCommand(**{**cmd, "args": tuple(cmd["args"]),
+                                                                      "reasons": tuple(map(tuple, cmd.get("reasons") or ()))})
         return cls(**values)
 
     @property
@@ -157,6 +158,7 @@ class Deployment:
             "vllm_version": state["vllm_version"], "vllm_notes": notes_for(self.vllm_version, self.build),
             "mtp": state["mtp"], "variants": state["variants"],
             "command": self.command.display() if self.command else None,
+            "flag_reasons": dict(self.command.reasons) if self.command else {},
             "serve_flags": redact(self.flags), "started_in_s": state["started_in"], "memory_gib": state["memory_gib"],
         }
 
@@ -175,6 +177,7 @@ class Deployment:
         ]
         if r["command"] is not None:
             lines.append(f"command: {r['command']}")
+            lines += [f"  {flag}: {why}" for flag, why in r["flag_reasons"].items()]
         if self.started_in is not None:
             lines.append(f"server ready {self.readiness()}")
         if self.log_path:

@@ -35,11 +35,13 @@ def test_glm47_fp8_on_four_h200_with_mtp() -> None:
     # zai-org README (current): vllm serve zai-org/GLM-4.7-FP8 --tensor-parallel-size 4
     #   --speculative-config.method mtp --speculative-config.num_speculative_tokens 1
     #   --tool-call-parser glm47 --reasoning-parser glm45 --enable-auto-tool-choice --served-model-name glm-4.7-fp8
+    # vLLM's GLM-4.7 recipe (since 2026-09): the same with --reasoning-parser glm47, which every vLLM from
+    # 0.25 on registers as the same parser as glm45 (catalog/versions.py PARSER_NAMES).
     cmd = build_serve_command(resolve_model("zai-org/GLM-4.7-FP8"), resolve_profile("h200x4"), ServeOptions())
     assert strip_host(list(cmd.args)) == [
         "--tensor-parallel-size", "4",
         "--speculative-config.method", "mtp", "--speculative-config.num_speculative_tokens", "1",
-        "--tool-call-parser", "glm47", "--reasoning-parser", "glm45", "--enable-auto-tool-choice",
+        "--tool-call-parser", "glm47", "--reasoning-parser", "glm47", "--enable-auto-tool-choice",
         "--served-model-name", "glm-4.7-fp8",
     ]
     assert cmd.mtp is True
@@ -104,7 +106,24 @@ def test_mtp_overrides() -> None:
 def test_glm47_flash_uses_glm47_parser() -> None:
     args = flags("zai-org/GLM-4.7-Flash", "h200x4")
     assert args[args.index("--tool-call-parser") + 1] == "glm47"
-    assert args[args.index("--reasoning-parser") + 1] == "glm45"
+    assert args[args.index("--reasoning-parser") + 1] == "glm47"
+
+
+@pytest.mark.parametrize(("version", "tool", "reasoning"), [
+    ("0.12.0", "glm45", "glm45"),  # no glm47 name at all
+    ("0.20.0", "glm47", "glm45"),  # a glm47 tool parser, no glm47 reasoning parser
+    ("0.26.0", "glm47", "glm47"),  # both, aliases of the glm45 ones
+    ("0.34.0", "glm47", "glm47"),
+])
+def test_parsers_follow_what_each_vllm_version_registers(version, tool, reasoning) -> None:
+    cmd = build_serve_command(resolve_model("zai-org/GLM-4.7-FP8"), resolve_profile("h200x4"), ServeOptions(), version)
+    assert (cmd.flag("--tool-call-parser"), cmd.flag("--reasoning-parser")) == (tool, reasoning)
+    why = dict(cmd.reasons)
+    assert f"vLLM {version}" in why[f"--tool-call-parser {tool}"]
+    if reasoning == "glm45":
+        assert f"says glm47, which vLLM {version} does not register" in why["--reasoning-parser glm45"]
+    glm45 = build_serve_command(resolve_model("zai-org/GLM-4.6"), resolve_profile("h200x8"), ServeOptions(), version)
+    assert (glm45.flag("--tool-call-parser"), glm45.flag("--reasoning-parser")) == ("glm45", "glm45")
 
 
 def test_passthrough_args_come_last() -> None:

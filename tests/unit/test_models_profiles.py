@@ -9,6 +9,7 @@ import pytest
 
 from pytest_glm.catalog.models import REGISTRY, family_of_template, guess_model, resolve_model, spec_from_directory
 from pytest_glm.catalog.profiles import PROFILES, check_fit, resolve_profile
+from pytest_glm.catalog.versions import parsers_for
 from pytest_glm.exceptions import ConfigError, ModelDoesNotFit, UnknownModel, UnknownProfile
 
 TEMPLATES = Path(__file__).parents[2] / "pytest_glm" / "reference" / "templates"
@@ -23,7 +24,8 @@ TEMPLATES = Path(__file__).parents[2] / "pytest_glm" / "reference" / "templates"
 ])
 def test_registry_families(model_id: str, family: str, parser: str) -> None:
     spec = resolve_model(model_id)
-    assert (spec.family, spec.tool_parser, spec.reasoning_parser) == (family, parser, "glm45")
+    (tool, _), (reasoning, _) = parsers_for(spec.family, "")
+    assert (spec.family, tool, reasoning) == (family, parser, parser)
     assert spec.has_mtp
     assert spec.precision == ("fp8" if model_id.endswith("FP8") else "bf16")
 
