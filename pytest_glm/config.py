@@ -97,6 +97,9 @@ OPTIONS: tuple[Option, ...] = (
     Option("num_speculative_tokens", "Draft tokens per step with MTP. Default: 1.", "int", "1", low=1),
     Option("max_model_len", "--max-model-len for vllm serve.", "int", low=1),
     Option("max_num_batched_tokens", "--max-num-batched-tokens for vllm serve.", "int", low=1),
+    Option("prefix_caching", "Prefix caching on (--glm-prefix-caching) or off (--glm-no-prefix-caching, as the "
+           "seed guide's benchmark runs). Default: vLLM's (on), the configuration production serves; the "
+           "latency suite keeps its figures free of cache hits either way.", "bool"),
     Option("gpu_memory_utilization", "--gpu-memory-utilization for vllm serve (0 < x <= 1).", "float", low=0,
            high=1, low_open=True),
     Option("serve_arg", "Extra argument(s) passed to vllm serve as they are; repeatable, shell-split "
@@ -310,7 +313,7 @@ def resolve(values: dict[str, Any]) -> GLMConfig:
         tp=values["tp"], dp=values["dp"], mtp=values["mtp"],
         num_speculative_tokens=values["num_speculative_tokens"] or 1,
         max_model_len=values["max_model_len"], max_num_batched_tokens=values["max_num_batched_tokens"],
-        gpu_memory_utilization=values["gpu_memory_utilization"],
+        gpu_memory_utilization=values["gpu_memory_utilization"], prefix_caching=values["prefix_caching"],
         served_model_name=values["served_model_name"], port=port, extra_args=values["serve_arg"] or (),
         variants=tuple(v.name for v in resolve_variants(values["variant"] or ())),
     )

@@ -57,12 +57,6 @@ def needs_server(items: list[pytest.Item]) -> bool:
     return any(SERVER_FIXTURE in getattr(item, "fixturenames", ()) for item in items)
 
 
-def needs_benchmark(items: list[pytest.Item]) -> bool:
-    """Some collected test measures latency (the server is then launched with prefix caching off)."""
-    return any(item.get_closest_marker("slo") is not None and SERVER_FIXTURE in getattr(item, "fixturenames", ())
-               for item in items)
-
-
 class GLMSession:
     """Per-run state: the resolved config, and the manager that owns the server (never on a worker)."""
 
@@ -78,7 +72,6 @@ class GLMSession:
         self.earlier: dict[str, Any] | None = None  # the --glm-compare report
         self.comparison: compare.Comparison | str | None = None  # the diff, or why there is none
         self.twin: Deployment | DeploymentError | None = None
-        self.benchmark = False
         self.report = RunReport(scrub_secret=glm_config.api_key)
         self.death: DeploymentError | None = None
         self._written: list[str] = []
@@ -107,7 +100,7 @@ class GLMSession:
     def start_or_exit(self) -> Deployment:
         """Start the deployment; on failure print why once and stop the whole run."""
         try:
-            return self._manager().start(self.say, benchmark=self.benchmark)
+            return self._manager().start(self.say)
         except (DeploymentError, ConfigError) as exc:
             self._write_state({"error": str(exc)})
             reporter = self.config.pluginmanager.get_plugin("terminalreporter")
@@ -190,7 +183,6 @@ class GLMSession:
         if session.config.option.collectonly or (session.testsfailed and not session.config.option.continue_on_collection_errors):
             return
         if needs_server(session.items):
-            self.benchmark = needs_benchmark(session.items)
             self.start_or_exit()
 
     def pytest_report_header(self, config: pytest.Config) -> list[str]:
@@ -306,16 +298,11 @@ class XdistCoordinator:
     @pytest.hookimpl(tryfirst=True)
     def pytest_collection_finish(self, session: pytest.Session) -> None:
         if self.session.is_worker and needs_server(session.items) and self.session.state_dir is not None:
-            need = self.session.state_dir / _NEED_FILE
-            if needs_benchmark(session.items):
-                need.write_text("benchmark")
-            else:
-                need.touch()
+            (self.session.state_dir / _NEED_FILE).touch()
 
     def pytest_xdist_node_collection_finished(self, node: Any, ids: list[str]) -> None:
         state_dir = self.session.state_dir
         if state_dir is None or not (state_dir / _NEED_FILE).exists() or (state_dir / _STATE_FILE).exists():
             return
-        self.session.benchmark = (state_dir / _NEED_FILE).read_text() == "benchmark"
         deployment = self.session.start_or_exit()
         self.session._write_state(deployment.to_state())

@@ -38,7 +38,8 @@ DEFAULT_TOLERANCE = 0.10
 #: hide a real loss. A ``[baseline_tolerance]`` entry of the figure wins.
 SHARE_TOLERANCE = {"acceptance_rate": 0.02, "mean_acceptance_length": 0.02, "tool_schema_accuracy": 0.0,
                    "tool_trigger_f1": 0.0, "goodput_ratio": 0.05, "behaviour_match_rate": 0.05,
-                   "token_id_coverage": 0.0}
+                   "token_id_coverage": 0.0,
+                   "prefix_cache_hit_rate": -1}  # judged by its own limit; a stored 0 makes shares meaningless
 _POSITION = re.compile(r"^acceptance_pos\d+$")
 
 
@@ -51,7 +52,11 @@ def lower_is_better(figure: str, op: str = "") -> bool:
 def tolerance(figure: str, table: Mapping[str, float]) -> float:
     """How far ``figure`` may move from a stored value (a share of it; negative: not compared): the table's
     entry (a profile's or a threshold file's ``[baseline_tolerance]``), the share figures' own, else the
-    table's ``default``."""
+    table's ``default``. A figure measured at the load concurrency (``*_batched``) follows its one-at-a-time
+    twin."""
+    if figure in table:
+        return table[figure]
+    figure = figure.removesuffix("_batched")
     if figure in table:
         return table[figure]
     if figure in SHARE_TOLERANCE:

@@ -104,6 +104,7 @@ class Profile:
     serve_args: tuple[str, ...] = ()
     gpu_memory_utilization: float = 0.9
     startup_timeout: float = 1800.0
+    max_model_len: int | None = None  # the served context when --glm-max-model-len does not say (None: the model's)
     thresholds: Thresholds = Thresholds()
     description: str = ""
 
@@ -144,6 +145,9 @@ CPU = Profile(
     serve_args=("--dtype", "bfloat16", "--enforce-eager"),
     gpu_memory_utilization=0.9,
     startup_timeout=600.0,
+    # The long-history case (~10k tokens) then fills 82 % of the served context, as a long agent session
+    # fills a real deployment's; every other request fits (thinking-on: prompt + 8192 <= 12288).
+    max_model_len=12288,
     thresholds=Thresholds(
         load_concurrency=8, batch_sizes=(1, 4, 8),
         # The seed's shapes scaled down ~16x so that the 9 cells take about a minute.

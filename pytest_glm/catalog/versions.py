@@ -104,7 +104,7 @@ KNOWN_DEFECTS: tuple[Defect, ...] = (
     Defect((0, 32), None, "the GLM tool parser does not follow `$ref` into a tool's `$defs` (its schema reader, "
            "vllm/tool_parsers/utils.py extract_types_from_schema, sees no type there and falls back to string): "
            "an argument typed by a reference to an object comes back as a JSON string, so clients whose tools "
-           "are nested Pydantic or Zod models receive strings. Workaround: inline the `$defs` in the tool schema",
+           "are nested Pydantic or Zod models receive strings (vllm-project/vllm#46924, open). Workaround: inline the `$defs` in the tool schema",
            cases=("schema.refs",), symptom=r"tool parser returned \w+='[\[{]"),
 )
 

@@ -17,6 +17,9 @@ DRAFTS = "vllm:spec_decode_num_drafts"
 DRAFT_TOKENS = "vllm:spec_decode_num_draft_tokens"
 ACCEPTED = "vllm:spec_decode_num_accepted_tokens"
 ACCEPTED_PER_POS = "vllm:spec_decode_num_accepted_tokens_per_pos"
+#: Prefix cache: tokens looked up and tokens found (vLLM v1).
+PREFIX_QUERIES = "vllm:prefix_cache_queries"
+PREFIX_HITS = "vllm:prefix_cache_hits"
 
 
 @dataclass(frozen=True)
@@ -35,6 +38,12 @@ class Snapshot:
     @property
     def has_spec_decode(self) -> bool:
         return DRAFTS in self.counters
+
+    @property
+    def prefix_hit_rate(self) -> float | None:
+        """Prefix-cache hits / queries (of a delta: over its interval); None without the counters or queries."""
+        queries = self.counters.get(PREFIX_QUERIES)
+        return self.counters.get(PREFIX_HITS, 0.0) / queries if queries else None
 
 
 def parse(text: str) -> Snapshot:

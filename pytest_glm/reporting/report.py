@@ -210,7 +210,7 @@ class RunReport:
 #: Column headers of the matrix layout for figures whose names are long.
 _SHORT = {"output_throughput": "out tok/s", "request_throughput": "req/s", "total_token_throughput": "tok/s",
           "request_goodput": "good req/s", "goodput_ratio": "goodput", "client_lag_ms": "client lag",
-          "retried_requests": "retried"}
+          "retried_requests": "retried", "prefix_cache_hit_rate": "cache hits"}
 _STATS = {"median": "med", "mean": "mean", "p90": "p90", "p99": "p99"}
 
 

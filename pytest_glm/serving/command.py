@@ -149,6 +149,8 @@ def build_serve_command(model: ModelSpec, profile: Profile, opts: ServeOptions, 
             raise ConfigError("--glm-max-model-len", f"{opts.max_model_len} is outside 1..{model.context_length}",
                               f"{model.model_id} was trained for {model.context_length} tokens")
         args += ["--max-model-len", str(opts.max_model_len)]
+    elif profile.max_model_len is not None and (not model.context_length or profile.max_model_len < model.context_length):
+        args += ["--max-model-len", str(profile.max_model_len)]
     if opts.max_num_batched_tokens is not None:
         args += ["--max-num-batched-tokens", str(opts.max_num_batched_tokens)]
 

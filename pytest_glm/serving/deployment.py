@@ -208,18 +208,18 @@ class DeploymentManager:
         self._previous_sigterm: Any = None
 
     # -- start -------------------------------------------------------------------------------------
-    def start(self, say: Say = lambda line: None, benchmark: bool = False) -> Deployment:
+    def start(self, say: Say = lambda line: None) -> Deployment:
         """The deployment, started on first call; a failure is remembered and raised again, not retried.
 
-        :param benchmark: the run measures latency: launch with prefix caching off (unless the user set it),
-            so that a repeated prompt cannot make TTFT look better than it is.
-        """
+        Every suite runs on the one configuration, the production one (prefix caching as vLLM defaults it,
+        unless --glm-no-prefix-caching): the latency suite keeps its own figures free of prefix-cache hits
+        (unique prompts, and the hit rate checked per cell), so they need no second server."""
         if self.deployment is not None:
             return self.deployment
         if self.error is not None:
             raise self.error
         try:
-            self.deployment = self._attach() if self.config.base_url else self._launch(say, benchmark)
+            self.deployment = self._attach() if self.config.base_url else self._launch(say)
         except DeploymentError as exc:
             self.error = exc
             raise
@@ -237,7 +237,7 @@ class DeploymentManager:
         return Deployment(model=model, profile=cfg.profile, endpoint=endpoint, vllm_version=endpoint.version(),
                           command=None, launched=False, mtp=cfg.serve.mtp)
 
-    def _launch(self, say: Say, benchmark: bool = False) -> Deployment:
+    def _launch(self, say: Say) -> Deployment:
         cfg = self.config
         assert cfg.model is not None
         entry = resolve_vllm(cfg.vllm, cfg.cache_dir)
@@ -246,8 +246,6 @@ class DeploymentManager:
             say(f"building reference model {model.model_id} in {cfg.cache_dir / 'models'}")
         model = servable(model, cfg.cache_dir)
         serve = dataclasses.replace(cfg.serve, port=0)  # the port is added by ServerProcess
-        if benchmark and serve.prefix_caching is None:
-            serve = dataclasses.replace(serve, prefix_caching=False)
         command = build_serve_command(model, cfg.profile, serve, entry.version)
         endpoint_model = command.served_model_name
 

@@ -3,18 +3,22 @@ thresholds and, with --glm-baseline, against a stored run (the new-vLLM-wheel re
 
 One test per cell (workload x batch size). Each cell sends a warm-up wave, then ``batch x slo_rounds``
 random-token prompts of exact length with ``ignore_eos`` at a concurrency of ``batch``, streamed. The
-figures go into pytest-benchmark's record of the test (``--benchmark-save``/``--benchmark-json``), so a
+prompts are drawn anew each run, and the prefix cache's hit rate over the cell must stay below
+MAX_PREFIX_HIT_RATE: the server keeps its production configuration (prefix caching on), and a cache hit
+would flatter TTFT. The figures go into pytest-benchmark's record of the test (``--benchmark-save``/``--benchmark-json``), so a
 run can be kept and compared later.
 """
 
 from __future__ import annotations
 
+import os
 import zlib
 
 import pytest
 
 from pytest_glm.catalog.figures import lower_is_better
 from pytest_glm.measuring.load import Workload, random_prompts
+from pytest_glm.measuring.metrics import parse
 from pytest_glm.measuring.slo import Finding, check, figures, table
 from pytest_glm.plugin import glm_config_of
 from pytest_glm.reporting.baseline import EXTRA_INFO_KEY, Cell, against
@@ -25,6 +29,14 @@ pytestmark = pytest.mark.slo
 #: Output tokens of each warm-up request (it only has to bring every shape of the cell through once).
 WARMUP_TOKENS = 16
 MIN_REQUESTS = 4
+
+#: Share of prompt tokens the prefix cache may serve during a cell's measured wave. Random prompts share no
+#: 16-token block, so a healthy cell measures 0; more means the figures are a cache's, not a prefill's.
+MAX_PREFIX_HIT_RATE = 0.01
+
+#: Mixed into each cell's prompt seed: a server kept from an earlier run (--glm-keep-server) has that run's
+#: prompts in its cache.
+RUN_NONCE = int.from_bytes(os.urandom(4), "big")
 
 
 def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
@@ -51,12 +63,14 @@ def test_latency_slo(slo_cell, glm_deployment, glm_load_runner, glm_baseline, be
                     f"threshold file)", pytrace=False)
 
     count = max(batch * thresholds.slo_rounds, MIN_REQUESTS)
-    seed = zlib.crc32(f"{workload.name}/{batch}".encode())
+    seed = zlib.crc32(f"{workload.name}/{batch}/{RUN_NONCE}".encode())
     prompts = random_prompts(batch + count, workload.input_len, glm_deployment.model.prompt_vocab, seed)
     warmup = Workload(f"{workload.name}-warmup", workload.input_len, min(workload.output_len, WARMUP_TOKENS))
     glm_load_runner.run(warmup, prompts[:batch], batch)
     benchmark.group = workload.name
+    before = parse(glm_deployment.endpoint.metrics_text())
     result = benchmark.pedantic(glm_load_runner.run, args=(workload, prompts[batch:], batch), rounds=1, iterations=1)
+    hit_rate = (parse(glm_deployment.endpoint.metrics_text()) - before).prefix_hit_rate
 
     if result.errors:
         pytest.fail(f"{len(result.errors)} of {len(result.records)} requests of {workload} at batch {batch} failed; "
@@ -76,6 +90,11 @@ def test_latency_slo(slo_cell, glm_deployment, glm_load_runner, glm_baseline, be
 
     limits = thresholds.slo_limits(workload.name, batch)
     check_name = f"{workload.name}-b{batch}"
+    glm_record("slo", check_name, "prefix_cache_hit_rate", hit_rate, MAX_PREFIX_HIT_RATE, "<=")
+    if hit_rate is not None and hit_rate > MAX_PREFIX_HIT_RATE:
+        pytest.fail(f"{workload} at batch {batch}: the prefix cache served {hit_rate:.1%} of the prompt tokens of "
+                    f"fresh random prompts, so these latencies are a cache's: something in front of the server "
+                    f"repeats or pads prompts (limit {MAX_PREFIX_HIT_RATE:.0%})", pytrace=False)
     for figure in dict.fromkeys([*HEADLINE, *limits]):
         limit = limits.get(figure)
         op = "" if limit is None else ("<=" if lower_is_better(figure) else ">=")

@@ -9,7 +9,8 @@ Every case runs non-streamed and streamed, and each answer gets two verdicts:
   against the tool's schema. A miss is the model's; it is counted, and ``test_aggregate_gates`` fails the
   run when the rates fall below the profile's thresholds (docs/thresholds.md).
 
-Then the same cases under concurrent load, where every answer must still be served faithfully.
+Then the same cases under concurrent load, where every answer must still be served faithfully, and the
+conversations with history once more from the prefix cache.
 """
 
 from __future__ import annotations
@@ -21,10 +22,13 @@ import pytest
 from pytest_glm.judging.case_answers import assert_behaves, assert_served_faithfully, per_answer, replay_under_load
 from pytest_glm.judging.cases import load_cases
 from pytest_glm.judging.verdicts import match_rate, schema_accuracy, trigger_f1
+from pytest_glm.measuring.metrics import parse
 
 pytestmark = pytest.mark.tool_calling
 
 CASES = [c for c in load_cases() if c.suite == "tool_calling"]
+#: Conversations with history (earlier turns, tool results, a long log): what a prefix cache serves from.
+WITH_HISTORY = [c for c in load_cases() if len(c.messages) >= 3]
 
 
 @per_answer(CASES)
@@ -81,3 +85,30 @@ def test_served_faithfully_under_load(glm_answers, glm_deployment, glm_record):
         print(f"{len(changed)} behaviour verdict(s) changed under load (the model's choice in a batch):\n"
               + "\n".join(changed))
     assert not broken, f"{len(broken)} answer(s) at concurrency {concurrency} not served faithfully:\n" + "\n".join(broken)
+
+
+def test_served_faithfully_from_the_prefix_cache(glm_answers, glm_deployment, glm_record):
+    """Each conversation with history, sent again once its prefix is cached: the answer is computed on cached
+    KV blocks and must still be exactly what its token ids say, and /metrics must show the hits."""
+    if "--no-enable-prefix-caching" in glm_deployment.flags:
+        pytest.skip("the server was launched with --no-enable-prefix-caching: no prefix cache to judge")
+    for case in WITH_HISTORY:  # asked (and cached by the server) by the per-case tests; here if run alone
+        glm_answers.get(case, False)
+    endpoint = glm_deployment.endpoint
+    before = parse(endpoint.metrics_text())
+    broken, changed = replay_under_load(glm_answers, WITH_HISTORY, 1)
+    hit_rate = (parse(endpoint.metrics_text()) - before).prefix_hit_rate
+    glm_record("tool_calling", "prefix_cache", "hit_rate", hit_rate)
+    glm_record("tool_calling", "prefix_cache", "behaviour_changes", len(changed))
+    if changed:
+        print(f"{len(changed)} behaviour verdict(s) changed when served from the prefix cache:\n" + "\n".join(changed))
+    assert not broken, (f"{len(broken)} answer(s) served from the prefix cache not served faithfully:\n"
+                        + "\n".join(broken))
+    if not hit_rate:
+        if not glm_deployment.launched:
+            pytest.skip(f"the endpoint's prefix cache served none of {len(WITH_HISTORY)} repeated conversations "
+                        f"({'no prefix-cache counters' if hit_rate is None else 'hit rate 0'}): prefix caching is "
+                        f"off there, or a router spreads the requests over replicas")
+        pytest.fail(f"{len(WITH_HISTORY)} conversations sent twice, yet /metrics shows "
+                    f"{'no prefix-cache counters' if hit_rate is None else 'no prefix-cache hits'}: the server was "
+                    f"launched with prefix caching on ({' '.join(glm_deployment.flags)})", pytrace=False)

@@ -19,6 +19,9 @@ import aiohttp
 from aiohttp import web
 
 Rewrite = Callable[[dict[str, Any]], dict[str, Any]]
+#: Chooses the rewrite of one response from its request (path, JSON body): for gateways whose damage depends
+#: on what was asked (a repeated prompt, a streamed request).
+PerRequest = Callable[[str, dict[str, Any]], Rewrite]
 HOP_HEADERS = {"content-length", "transfer-encoding", "connection", "content-encoding", "host"}
 
 
@@ -39,10 +42,15 @@ def drop_token_ids(body: dict[str, Any]) -> dict[str, Any]:
     return body
 
 
-def _handler(upstream: str, rewrite: Rewrite, session: aiohttp.ClientSession) -> Callable[..., Any]:
+def _handler(upstream: str, choose: PerRequest, session: aiohttp.ClientSession) -> Callable[..., Any]:
     async def handle(request: web.Request) -> web.StreamResponse:
         headers = {k: v for k, v in request.headers.items() if k.lower() not in HOP_HEADERS}
         data = await request.read()
+        try:
+            asked = json.loads(data) if data else {}
+        except ValueError:
+            asked = {}
+        rewrite = choose(request.path, asked if isinstance(asked, dict) else {})
         async with session.request(request.method, upstream + request.path_qs, data=data, headers=headers) as resp:
             kind = resp.headers.get("content-type", "")
             if "text/event-stream" in kind:
@@ -64,8 +72,9 @@ def _handler(upstream: str, rewrite: Rewrite, session: aiohttp.ClientSession) ->
 
 
 @contextlib.contextmanager
-def altering_proxy(upstream: str, rewrite: Rewrite) -> Iterator[str]:
-    """Serve ``upstream`` through ``rewrite``; yields the proxy's base URL."""
+def altering_proxy(upstream: str, rewrite: Rewrite | None = None, *, per_request: PerRequest | None = None) -> Iterator[str]:
+    """Serve ``upstream`` through ``rewrite`` (or the rewrite ``per_request`` picks); yields the proxy's URL."""
+    choose: PerRequest = per_request or (lambda path, body: rewrite or (lambda b: b))
     loop = asyncio.new_event_loop()
     ready = threading.Event()
     state: dict[str, Any] = {}
@@ -73,7 +82,7 @@ def altering_proxy(upstream: str, rewrite: Rewrite) -> Iterator[str]:
     async def start() -> None:
         session = aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=600))
         app = web.Application()
-        app.router.add_route("*", "/{tail:.*}", _handler(upstream.rstrip("/"), rewrite, session))
+        app.router.add_route("*", "/{tail:.*}", _handler(upstream.rstrip("/"), choose, session))
         runner = web.AppRunner(app)
         await runner.setup()
         site = web.TCPSite(runner, "127.0.0.1", 0)

@@ -54,6 +54,7 @@ def test_damaged_mtp_layer(pytester: pytest.Pytester, tmp_path: Path) -> None:
     print("\n".join(line for line in out.splitlines() if "acceptance rate" in line))
     assert "MTP acceptance rate" in out and "is below 0.80" in out
     assert "damaged or mismatched MTP layer" in out
+    assert "at concurrency 8: MTP acceptance rate" in out  # the batched measurement fails too
 
 
 def test_throttled_server_fails_tight_slo_and_baseline(pytester: pytest.Pytester, tmp_path: Path) -> None:
