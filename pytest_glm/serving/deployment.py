@@ -219,16 +219,17 @@ class DeploymentManager:
         if self.error is not None:
             raise self.error
         try:
-            self.deployment = self._attach() if self.config.base_url else self._launch(say)
+            self.deployment = self._attach(say) if self.config.base_url else self._launch(say)
         except DeploymentError as exc:
             self.error = exc
             raise
         return self.deployment
 
-    def _attach(self) -> Deployment:
+    def _attach(self, say: Say) -> Deployment:
         cfg = self.config
         assert cfg.base_url is not None
-        endpoint = probe(cfg.base_url, cfg.api_key, cfg.served_model_name, cfg.request_timeout)
+        endpoint = probe(cfg.base_url, cfg.api_key, cfg.served_model_name, cfg.request_timeout,
+                         startup_timeout=cfg.startup_timeout, say=say)
         model = cfg.model or guess_model(endpoint.model)
         if model is None:
             raise DeploymentError(f"cannot tell which GLM model {endpoint.base_url} serves ({endpoint.model!r})",

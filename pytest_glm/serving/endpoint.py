@@ -120,16 +120,81 @@ class Endpoint:
                                   max_retries=kwargs.pop("max_retries", 0), **kwargs)
 
 
-def probe(base_url: str, api_key: str | None, served_model_name: str | None, request_timeout: float) -> Endpoint:
-    """Check that an already running endpoint answers, accepts the key, and serves the model; within seconds."""
+#: What an answer on /health usually means for an endpoint that is not ready (yet).
+NOT_READY = {
+    None: "nothing answers there: the server is not started yet, or the URL or port is wrong",
+    502: "a gateway in front answered for a backend that is down or not ready",
+    503: "the endpoint answered but is not ready: usually the model is still loading (vLLM before its engine "
+         "is up, or a Kubernetes Service in front of a starting pod), else the server is unhealthy",
+    504: "a gateway in front timed out waiting for its backend",
+}
+
+#: Seconds between two looks at /health while an endpoint starts, and between two progress lines.
+READY_POLL_S = 2.0
+READY_SAY_S = 10.0
+
+
+def _health_status(base_url: str, headers: dict[str, str]) -> tuple[int | None, str]:
+    """(HTTP status of /health, or None when nothing answered; what happened, in words)."""
+    try:
+        resp = httpx.get(f"{base_url}/health", headers=headers, timeout=5.0)
+    except httpx.HTTPError as exc:
+        return None, f"no answer ({type(exc).__name__})"
+    return resp.status_code, f"HTTP {resp.status_code} on /health"
+
+
+def wait_until_ready(base_url: str, api_key: str | None, timeout: float, say: Any = lambda line: None,
+                     clock: Any = None, sleep: Any = None) -> None:
+    """Wait for an endpoint that is starting: a refused connection or 502/503/504 on /health means wait (a
+    progress line every READY_SAY_S), up to ``timeout`` seconds, then fail naming what it answered and what
+    that usually means. 401/403 fail at once; so does any other status. A server without /health (404)
+    is left to the /v1/models check."""
+    import time
+
+    clock = clock or time.monotonic
+    sleep = sleep or time.sleep
+    headers = {"Authorization": f"Bearer {api_key}"} if api_key else {}
+    began = clock()
+    last_said: float | None = None
+    while True:
+        status, what = _health_status(base_url, headers)
+        if status in (200, 404):
+            return
+        if status in (401, 403):
+            raise DeploymentError(f"{base_url} rejected the API key (HTTP {status} on /health)",
+                                  "pass the right key with --glm-api-key or the GLM_API_KEY environment variable")
+        if status not in NOT_READY:
+            raise DeploymentError(f"{base_url} answered HTTP {status} on /health: the server is up but not healthy",
+                                  "its own log says why")
+        waited = clock() - began
+        if waited >= timeout:
+            raise DeploymentError(f"{base_url} is not ready within {timeout:g} s: {what}; {NOT_READY[status]}",
+                                  "start the server, or raise --glm-startup-timeout if it is still loading")
+        if last_said is None or clock() - last_said >= READY_SAY_S:
+            say(f"waiting for {base_url}: {what} ({NOT_READY[status].split(':')[0]}), {waited:.0f} s of "
+                f"{timeout:.0f} s")
+            last_said = clock()
+        sleep(READY_POLL_S)
+
+
+def probe(base_url: str, api_key: str | None, served_model_name: str | None, request_timeout: float,
+          startup_timeout: float = 0.0, say: Any = lambda line: None) -> Endpoint:
+    """Check that an already running endpoint answers, accepts the key, and serves the model; an endpoint
+    that is still starting is waited for up to ``startup_timeout`` seconds (:func:`wait_until_ready`)."""
     base_url = base_url.rstrip("/")
     if base_url.endswith("/v1"):
         base_url = base_url[:-3]
+    wait_until_ready(base_url, api_key, startup_timeout, say)
     probe_ep = Endpoint(base_url, served_model_name or "", api_key, request_timeout)
     try:
         models = probe_ep.served_models()
+    except httpx.HTTPStatusError as exc:
+        status = exc.response.status_code
+        raise DeploymentError(f"{base_url} answered HTTP {status} on GET /v1/models"
+                              + (f": {NOT_READY[status]}" if status in NOT_READY else ""),
+                              "check the URL (the OpenAI-compatible root, without /v1) and the server's log") from exc
     except httpx.HTTPError as exc:
-        raise DeploymentError(f"--glm-base-url {base_url} is unreachable: {type(exc).__name__}: {exc}",
+        raise DeploymentError(f"no answer from {base_url} on GET /v1/models: {type(exc).__name__}: {exc}",
                               "check the URL and that the server is up (GET /v1/models must answer)") from exc
     if not models:
         raise DeploymentError(f"{base_url} serves no model (GET /v1/models is empty)")

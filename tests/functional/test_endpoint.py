@@ -67,13 +67,66 @@ def test_wrong_key(pytester: pytest.Pytester, running_endpoint: str) -> None:
     assert "sk-wrong-999" not in out + result.stderr.str()
 
 
-def test_unreachable(pytester: pytest.Pytester) -> None:
+def test_nothing_listening_is_waited_for_then_named(pytester: pytest.Pytester) -> None:
+    """A refused connection is a server not up yet: wait up to --glm-startup-timeout, saying so, then fail
+    saying nothing answered there (not "unreachable" for an endpoint that answers)."""
     url = f"http://127.0.0.1:{free_port()}"
     began = time.monotonic()
-    result = run(pytester, f"--glm-base-url={url}")
-    assert time.monotonic() - began < 30
+    result = run(pytester, f"--glm-base-url={url}", "--glm-startup-timeout=4")
+    assert 4 <= time.monotonic() - began < 30
     assert result.ret == pytest.ExitCode.TESTS_FAILED
-    assert f"--glm-base-url {url} is unreachable" in result.stdout.str()
+    out = result.stdout.str()
+    assert f"waiting for {url}: no answer (ConnectError)" in out
+    assert f"{url} is not ready within 4 s: no answer (ConnectError); nothing answers there" in out
+
+
+def test_a_starting_endpoint_is_waited_for(pytester: pytest.Pytester) -> None:
+    """The server comes up a few seconds after the run starts (a pod still loading its model): the run
+    waits and then passes."""
+    port = free_port()
+    env = {**os.environ, "FAKE_VLLM_MODE": "serve"}
+    later = subprocess.Popen(["bash", "-c", f"sleep 3; exec {FAKE_VLLM} serve x --port {port} --served-model-name "
+                                            f"glm-4.7-fp8"], env=env, stdout=subprocess.DEVNULL,
+                             stderr=subprocess.DEVNULL)
+    try:
+        result = run(pytester, f"--glm-base-url=http://127.0.0.1:{port}", "--glm-startup-timeout=60")
+    finally:
+        later.terminate()
+        later.wait(timeout=10)
+    result.assert_outcomes(passed=2)
+    assert f"waiting for http://127.0.0.1:{port}: no answer" in result.stdout.str()
+
+
+@pytest.fixture
+def answering_503() -> Iterator[str]:
+    """An endpoint that answers 503 Service Unavailable on every route (a gateway before a loading pod)."""
+    import http.server
+    import threading
+
+    class Unavailable(http.server.BaseHTTPRequestHandler):
+        def do_GET(self) -> None:
+            self.send_response(503)
+            self.end_headers()
+            self.wfile.write(b"no healthy upstream")
+
+        def log_message(self, *args: object) -> None:
+            pass
+
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Unavailable)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    yield f"http://127.0.0.1:{server.server_address[1]}"
+    server.shutdown()
+
+
+def test_an_endpoint_answering_503_is_named_as_answering(pytester: pytest.Pytester, answering_503: str) -> None:
+    result = run(pytester, f"--glm-base-url={answering_503}", "--glm-startup-timeout=3")
+    out = result.stdout.str()
+    assert result.ret == pytest.ExitCode.TESTS_FAILED
+    first = next(line for line in out.splitlines() if "is not ready within" in line)
+    assert f"{answering_503} is not ready within 3 s: HTTP 503 on /health; the endpoint answered but is not ready: " \
+           "usually the model is still loading" in first
+    assert "unreachable" not in out
 
 
 def test_unknown_served_model_name(pytester: pytest.Pytester, running_endpoint: str) -> None:

@@ -82,7 +82,7 @@ def test_a_short_answer_to_a_long_output_case_is_inconclusive():
     short = answer(content="1, 2, ..., 699, 700", finish="stop")
     short.completion_tokens = 20
     verdict = judge(CASES["long.answer"], short)
-    assert verdict.inconclusive and "ran to 20 tokens, under the 3000" in verdict.inconclusive
+    assert verdict.inconclusive and "ran to 20 tokens, under the 2500" in verdict.inconclusive
     wrong = answer(content="1, 2, 3", finish="stop")
     wrong.completion_tokens = 5
     assert judge(CASES["long.answer"], wrong).problems  # a wrong answer is a miss, however short
