@@ -22,6 +22,7 @@ from pytest_glm.judging.case_answers import AnswerCache
 from pytest_glm.measuring.load import LoadRunner
 from pytest_glm.reporting import baseline, compare
 from pytest_glm.reporting.report import recorder
+from pytest_glm.serving.capabilities import Capabilities
 from pytest_glm.serving.deployment import Deployment
 from pytest_glm.serving.endpoint import Endpoint
 from pytest_glm.session import (
@@ -40,6 +41,8 @@ MARKERS = (
     "reasoning: reasoning/content separation (pytest-glm suite)",
     "mtp: MTP speculative-decoding acceptance (pytest-glm suite)",
     "slo: latency SLOs (pytest-glm suite); never shares the server with other load",
+    "surfaces: tool calling and reasoning through /v1/responses and /v1/messages (pytest-glm suite)",
+    "soak: sustained mixed load with exact checks on a sample, with --glm-soak (pytest-glm suite)",
 )
 
 
@@ -139,11 +142,20 @@ def glm_mtp_twin(pytestconfig: pytest.Config, glm_deployment: Deployment) -> Dep
 
 
 @pytest.fixture(scope="session")
-def glm_answers(glm_endpoint: Endpoint, glm_deployment: Deployment, glm_config: GLMConfig) -> Iterator[AnswerCache]:
+def glm_capabilities(glm_deployment: Deployment) -> Capabilities:
+    """What the deployment can do that the suites need (context, tool and reasoning parsers, MTP), learnt
+    once; a gap fails its first test, preflight's, and skips the rest with the reason."""
+    return Capabilities(glm_deployment)
+
+
+@pytest.fixture(scope="session")
+def glm_answers(glm_endpoint: Endpoint, glm_deployment: Deployment, glm_config: GLMConfig,
+                glm_capabilities: Capabilities) -> Iterator[AnswerCache]:
     """The answers of the correctness cases, each (case, streamed) asked once per run, with their
     faithfulness and behaviour verdicts (pytest_glm.judging.case_answers): the per-case tests, the aggregate
     gates and the load comparison judge the same responses."""
-    cache = AnswerCache(glm_endpoint, glm_deployment, known_defects_fail=glm_config.known_defects_fail)
+    cache = AnswerCache(glm_endpoint, glm_deployment, known_defects_fail=glm_config.known_defects_fail,
+                        capabilities=glm_capabilities)
     yield cache
     cache.close()
 
@@ -160,6 +172,13 @@ def glm_record(request: pytest.FixtureRequest) -> Any:
 def glm_plots_dir(pytestconfig: pytest.Config) -> Path | None:
     """Where plots and their samples go (--glm-plots), or None."""
     return _session(pytestconfig).glm.plots
+
+
+@pytest.fixture(scope="session")
+def glm_say(pytestconfig: pytest.Config) -> Any:
+    """``glm_say(line)``: print ``[glm] line`` on the terminal now, whatever the capture mode (the progress
+    lines of a long test: the soak's)."""
+    return _session(pytestconfig).say
 
 
 @pytest.fixture(autouse=True)

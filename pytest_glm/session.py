@@ -31,7 +31,7 @@ from pytest_glm.catalog import versions
 from pytest_glm.config import GLMConfig
 from pytest_glm.exceptions import ConfigError, DeploymentError
 from pytest_glm.reporting import baseline, compare
-from pytest_glm.reporting.report import RunReport
+from pytest_glm.reporting.report import RunReport, suite_of
 from pytest_glm.serving.deployment import Deployment, DeploymentManager
 
 #: Any test that (directly or through another fixture) uses this fixture needs the server.
@@ -185,6 +185,11 @@ class GLMSession:
         if needs_server(session.items):
             self.start_or_exit()
 
+    def pytest_collection_modifyitems(self, items: list[pytest.Item]) -> None:
+        """Preflight first: a gap it finds (a short context, no tool parser) then fails there, once, and the
+        tests that need what is missing are skipped with its reason (serving.capabilities)."""
+        items.sort(key=lambda item: suite_of(item.nodeid) != "preflight")
+
     def pytest_report_header(self, config: pytest.Config) -> list[str]:
         g = self.glm
         target = f"endpoint {g.base_url}" if g.base_url else f"launch with {g.vllm or 'the installed vLLM'}"
@@ -198,6 +203,12 @@ class GLMSession:
     def pytest_terminal_summary(self, terminalreporter: Any) -> None:
         if self.is_worker:
             return
+        causes = self.report.cause_lines()
+        if causes:
+            terminalreporter.write_sep("=", "pytest-glm: causes (failures grouped by what they share)", red=True,
+                                       bold=True)
+            for line in causes:
+                terminalreporter.write_line(line)
         for title, lines in self.report.tables():
             terminalreporter.write_sep("-", title, red="FAIL" in title.split("—")[-1], green="pass" in title)
             for line in lines:

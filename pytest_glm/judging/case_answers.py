@@ -11,6 +11,7 @@ gets two verdicts of different kinds (docs/checks.md):
 
 from __future__ import annotations
 
+import json
 from typing import Any
 
 import openai
@@ -27,9 +28,12 @@ from pytest_glm.judging.verdicts import Verdict, explain, judge, leaked_markup, 
 class AnswerCache:
     """Ask each (case, streamed) once per run; later tests read the cached answer and its verdicts."""
 
-    def __init__(self, endpoint: Any, deployment: Any = None, *, known_defects_fail: bool = False) -> None:
+    def __init__(self, endpoint: Any, deployment: Any = None, *, known_defects_fail: bool = False,
+                 capabilities: Any = None) -> None:
         self.endpoint = endpoint
         self.deployment = deployment
+        self.capabilities = capabilities  # serving.capabilities.Capabilities, or None (nothing refused)
+        self._prompt_tokens: dict[str, int] = {}
         self.family = getattr(getattr(deployment, "model", None), "family", None)
         self.known_defects_fail = known_defects_fail
         self._client = endpoint.client()
@@ -41,11 +45,50 @@ class AnswerCache:
     def get(self, case: Case, stream: bool) -> Answer:
         key = (case.id, stream)
         if key not in self._answers:
+            gap = self.cannot_ask(case)
+            if gap is not None:
+                self.capabilities.refuse(*gap)
             try:
                 self._answers[key] = ask(self._client, case, self.endpoint.model, stream=stream)
             except (openai.APIStatusError, openai.APIError) as exc:
                 pytest.fail(f"case {case.id}: {rejection(exc, self.deployment)}", pytrace=False)
         return self._answers[key]
+
+    def cannot_ask(self, case: Case) -> tuple[str, str] | None:
+        """(gap, reason) when the deployment lacks what ``case`` needs: context for its prompt and
+        ``max_tokens``, a tool-call parser for its tools, a reasoning parser for thinking on; else None."""
+        caps = self.capabilities
+        if caps is None:
+            return None
+        if case.tools and case.tool_choice in (None, "auto") and (why := caps.tool_parser_problem()):
+            return "tool parser", why
+        if case.thinking is not False and (why := caps.reasoning_parser_problem()):
+            return "reasoning parser", why
+        served = caps.served_context()
+        if served and self.request_tokens(case, at_most=served) > served:
+            need = self.request_tokens(case)
+            return "context", (f"case {case.id} needs {need} tokens of context ({need - case.request_max_tokens} of "
+                               f"prompt + max_tokens {case.request_max_tokens}), but the server serves "
+                               f"max_model_len {served}: launch it with a longer --max-model-len "
+                               f"(--glm-max-model-len), at least what preflight names")
+        return None
+
+    def askable(self, cases: list[Case]) -> list[Case]:
+        """The cases this deployment can be asked (the others are refused once, by their own tests)."""
+        return [c for c in cases if self.cannot_ask(c) is None]
+
+    def request_tokens(self, case: Case, at_most: int | None = None) -> int:
+        """Prompt tokens (the server's own rendering) plus ``max_tokens``; with ``at_most``, an upper bound
+        (the text's length in characters) is returned when it already fits, saving the /tokenize call."""
+        if case.id not in self._prompt_tokens:
+            request = case.request(self.endpoint.model)
+            bound = len(json.dumps([request["messages"], request.get("tools")], ensure_ascii=False)) + 64
+            if at_most is not None and bound + case.request_max_tokens <= at_most:
+                return bound + case.request_max_tokens
+            self._prompt_tokens[case.id] = len(self.endpoint.tokenize(
+                messages=request["messages"], tools=request.get("tools"), add_generation_prompt=True,
+                chat_template_kwargs=case.template_kwargs() or None))
+        return self._prompt_tokens[case.id] + case.request_max_tokens
 
     def tag_ids(self) -> dict[str, int]:
         if self._tags is None:
@@ -178,7 +221,7 @@ def replay_under_load(glm_answers: AnswerCache, cases: list[Case], concurrency: 
     unfaithfully or failed, which behaviour verdicts changed from the one-at-a-time ones). Batching and MTP
     drafting must never make the deployment alter the model's output; a greedy model may well choose
     otherwise in a batch (batch variance), so behaviour changes are reported, not failed."""
-    jobs = [(c, s) for c in cases for s in (False, True)]
+    jobs = [(c, s) for c in glm_answers.askable(cases) for s in (False, True)]
     broken, changed = [], []
     for (case, stream), result in zip(jobs, ask_concurrently(glm_answers.endpoint, jobs, concurrency), strict=True):
         mode = "stream" if stream else "plain"

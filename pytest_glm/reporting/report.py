@@ -26,10 +26,34 @@ if TYPE_CHECKING:
 
 PROPERTY = "glm"
 SCHEMA = "pytest-glm/report/1"
+#: What a skip for a gap refused once says (serving.capabilities.Capabilities.refuse).
+_REFUSED = " (failed once, in "
+_PREFIXES = re.compile(r"^(?:Failed|AssertionError|Skipped|Exit|[A-Za-z]+Error): ")
+_CASE = re.compile(r"\bcase [a-z0-9_.]+(?: \([^)]*\))?:? ")
+
+
+def _cause_text(message: str) -> str:
+    """The part of a test's message that states its cause: the first listed problem, else the first line,
+    without pytest's prefixes or the refusal's back-reference."""
+    parts = [p.strip() for p in message.split(" | ") if p.strip()]
+    problem = next((p[2:] for p in parts if p.startswith("- ")), parts[0] if parts else "")
+    return _PREFIXES.sub("", problem.split(_REFUSED, 1)[0]).strip()
+
+
+def _cause_key(message: str) -> str:
+    """:func:`_cause_text` with what differs between tests of one cause masked: the case, quoted values,
+    numbers, parenthesised details."""
+    text = _CASE.sub("", _cause_text(message))
+    text = re.sub(r"'[^']*'|\"[^\"]*\"", "'…'", text)
+    text = re.sub(r"\b\w+=(?='…')", "…=", text)
+    text = re.sub(r"\([^)]*\)", "(…)", text)
+    return re.sub(r"\d+(?:\.\d+)?", "N", text)
+
+
 #: The note of a known defect in an excused test's message (judging.case_answers.AnswerCache.known).
 _DEFECT_NOTE = re.compile(r"\[known defect of vLLM [^:\]]*: ([^\]]*)\]")
 
-SUITES = ("preflight", "tool_calling", "reasoning", "mtp", "slo")
+SUITES = ("preflight", "tool_calling", "reasoning", "surfaces", "mtp", "slo", "soak")
 
 
 @dataclass(frozen=True)
@@ -140,6 +164,31 @@ class RunReport:
         failed = _suite_failed(self.counts(), self.figures) or bool(comparison is not None and comparison.failed)
         return "fail" if failed else "pass"
 
+    def causes(self, limit: int = 5) -> list[dict[str, Any]]:
+        """Failures (and the skips a refused gap caused) grouped by what they share: one server error, one
+        kind of finding, one missing feature. Largest first, at most ``limit``, each with its count and an
+        example, so that one broken thing reads as one line, not as the 126 tests it broke."""
+        groups: dict[str, list[Outcome]] = {}
+        for o in self.outcomes.values():
+            if o.outcome in ("failed", "error") or (o.outcome == "skipped" and _REFUSED in o.message):
+                groups.setdefault(_cause_key(o.message), []).append(o)
+        out = []
+        for members in sorted(groups.values(), key=len, reverse=True)[:limit]:
+            first = next((o for o in members if o.outcome != "skipped"), members[0])
+            kinds = Counter(o.outcome for o in members)
+            out.append({"count": len(members), "outcomes": dict(kinds), "cause": _cause_text(first.message),
+                        "example": first.nodeid})
+        return out
+
+    def cause_lines(self) -> list[str]:
+        """The terminal's view of :meth:`causes`."""
+        lines = []
+        for c in self.causes():
+            tally = ", ".join(f"{n} {k}" for k, n in sorted(c["outcomes"].items()))
+            lines.append(f"{c['count']:>4} test{'s' if c['count'] > 1 else ' '} ({tally}): {c['cause'][:400]}")
+            lines.append(f"       e.g. {c['example'].split('::', 1)[-1]}")
+        return [self.scrub(line) for line in lines]
+
     def known_defects(self, suite: str | None = None) -> dict[str, int]:
         """Each known vLLM defect the run hit (its note, once) and how many tests it excused."""
         notes: Counter[str] = Counter()
@@ -168,7 +217,7 @@ class RunReport:
             }
         data = {"schema": SCHEMA, "created": time.strftime("%Y-%m-%dT%H:%M:%S%z", time.localtime(self.started)),
                 "duration_s": round(time.time() - self.started, 1), "verdict": self.verdict(comparison),
-                "tests": self.counts(), "deployment": deployment, "suites": suites}
+                "tests": self.counts(), "causes": self.causes(), "deployment": deployment, "suites": suites}
         if comparison is not None:
             data["comparison"] = comparison.to_json()
         return json.loads(self.scrub(json.dumps(data)))
@@ -202,7 +251,9 @@ class RunReport:
                     lines.append(f"  {o.outcome.upper()} {o.nodeid.split('::', 1)[-1]}: {o.message[:160]}")
             lines += [f"  KNOWN DEFECT ({n} test{'s' if n > 1 else ''}): {note}"
                       for note, n in self.known_defects(suite).items()]
-            out.append((f"pytest-glm: {suite} — {'FAIL' if _suite_failed(c, figures) else 'pass'}",
+            ran = c["passed"] + c["failed"] + c["error"] + c["tolerated"] + c["known_defect"]
+            verdict = "FAIL" if _suite_failed(c, figures) else "pass" if ran else "not run (every test skipped)"
+            out.append((f"pytest-glm: {suite} — {verdict}",
                         [self.scrub(line) for line in lines]))
         return out
 

@@ -41,25 +41,28 @@ def mtp_client(glm_endpoint):
 
 
 @pytest.mark.parametrize("kind", list(KINDS))
-def test_mtp_acceptance(kind, glm_deployment, mtp_client, glm_record):
+def test_mtp_acceptance(kind, glm_deployment, mtp_client, glm_record, glm_answers):
     """One request at a time: the drafter's acceptance with nothing else in the batch."""
 
+    cases = glm_answers.askable(KINDS[kind]) or pytest.skip(f"no {kind} case can be asked of this deployment")
+
     def send() -> None:
-        for case in KINDS[kind]:
+        for case in cases:
             try:
                 ask(mtp_client, case, glm_deployment.endpoint.model, stream=False)
             except (openai.APIStatusError, openai.APIError) as exc:
                 pytest.fail(f"case {case.id}: {rejection(exc, glm_deployment)}", pytrace=False)
 
-    _judge_acceptance(kind, "", glm_deployment, send, glm_record)
+    _judge_acceptance(kind, "", glm_deployment, send, glm_record, glm_answers.capabilities)
 
 
 @pytest.mark.parametrize("kind", list(KINDS))
-def test_mtp_acceptance_batched(kind, glm_deployment, glm_record):
+def test_mtp_acceptance_batched(kind, glm_deployment, glm_record, glm_answers):
     """The same requests at the profile's load concurrency (``acceptance_rate_batched`` beside
     ``acceptance_rate``): drafting for a batch must be accepted as often as for one request."""
     concurrency = glm_deployment.profile.thresholds.load_concurrency
-    jobs = [(c, False) for c in KINDS[kind]] * max(1, -(-concurrency // len(KINDS[kind])))
+    cases = glm_answers.askable(KINDS[kind]) or pytest.skip(f"no {kind} case can be asked of this deployment")
+    jobs = [(c, False) for c in cases] * max(1, -(-concurrency // len(cases)))
 
     def send() -> None:
         failed = [r for r in ask_concurrently(glm_deployment.endpoint, jobs, concurrency) if isinstance(r, str)]
@@ -67,18 +70,20 @@ def test_mtp_acceptance_batched(kind, glm_deployment, glm_record):
             pytest.fail(f"{len(failed)} of {len(jobs)} requests at concurrency {concurrency} failed: {failed[0]}",
                         pytrace=False)
 
-    _judge_acceptance(kind, "_batched", glm_deployment, send, glm_record, f" at concurrency {concurrency}")
+    _judge_acceptance(kind, "_batched", glm_deployment, send, glm_record, glm_answers.capabilities,
+                      f" at concurrency {concurrency}")
 
 
-def _judge_acceptance(kind: str, suffix: str, glm_deployment, send, glm_record, where: str = "") -> None:
+def _judge_acceptance(kind: str, suffix: str, glm_deployment, send, glm_record, capabilities,
+                      where: str = "") -> None:
     """Read the spec-decode counters around ``send()`` and judge what it drafted and had accepted."""
     endpoint = glm_deployment.endpoint
     expected, why = glm_deployment.mtp_expectation()
     before = parse(endpoint.metrics_text())
     if not before.has_spec_decode:
         if expected:
-            pytest.fail(f"MTP is expected ({why}), but /metrics has no speculative-decoding counters: the server "
-                        f"runs without MTP (no --speculative-config)", pytrace=False)
+            capabilities.refuse("mtp", capabilities.mtp_problem() or f"MTP is expected ({why}), but /metrics has "
+                                "no speculative-decoding counters")
         pytest.skip(f"MTP is not expected ({why}) and the server reports no speculative decoding")
     send()
     stats = SpecDecodeStats.from_delta(parse(endpoint.metrics_text()) - before)

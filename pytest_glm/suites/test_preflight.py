@@ -2,7 +2,9 @@
 
 Cheap checks that catch the deployment mistakes which make every later suite fail for a confusing reason:
 a wrong or missing chat template, a tokenizer that splits GLM's tag tokens (so no parser can find them),
-the wrong model behind the name, a context too short for the workloads.
+the wrong model behind the name, a context too short for what the collected suites send, no tool-call or
+reasoning parser, MTP expected but absent. Such a gap fails here, once, naming the flag to change; the
+tests that need what is missing are then skipped with this reason (serving.capabilities).
 """
 
 from __future__ import annotations
@@ -12,7 +14,9 @@ import json
 
 import pytest
 
+from pytest_glm.judging.cases import load_cases
 from pytest_glm.judging.glm_format import WEATHER, WORKED, next_request_prompt
+from pytest_glm.reporting.report import suite_of
 
 pytestmark = pytest.mark.preflight
 
@@ -91,3 +95,47 @@ def test_context_length_is_reported(glm_endpoint, glm_deployment):
     assert served > 0, "/v1/models reports no max_model_len"
     assert served <= glm_deployment.model.context_length, (
         f"served context {served} exceeds the model's trained {glm_deployment.model.context_length}")
+
+
+def test_served_context_covers_the_collected_requests(glm_answers, glm_capabilities, glm_deployment, request):
+    """The largest request the collected suites will send (a case's prompt plus its ``max_tokens``, a
+    latency workload's input plus output) fits the served context; else this fails once, naming the
+    numbers and the flag, and the tests that do not fit are skipped with the reason."""
+    served = glm_capabilities.served_context()
+    if not served:
+        pytest.skip("/v1/models reports no max_model_len: nothing to compare with")
+    suites = {suite_of(item.nodeid) for item in request.session.items}
+    needs = [(glm_answers.request_tokens(c, at_most=served), f"case {c.id}")
+             for c in load_cases() if c.suite in suites or "mtp" in suites]
+    if "slo" in suites:
+        workloads = glm_deployment.profile.thresholds.workloads
+        needs += [(i + o, f"latency workload {name} ({i} in + {o} out)") for name, (i, o) in workloads.items()]
+    need, what = max(needs, default=(0, ""))
+    if need > served:
+        exact = [(glm_answers.request_tokens(c), f"case {c.id}") for c in load_cases() if f"case {c.id}" == what]
+        need, what = exact[0] if exact else (need, what)
+        short = sum(n > served for n, _ in needs)
+        glm_capabilities.refuse("context", (
+            f"the server serves max_model_len {served}, but the collected suites send requests of up to {need} "
+            f"tokens ({what}); {short} request(s) do not fit: launch it with --max-model-len {need} or more "
+            f"(--glm-max-model-len {need}), or run fewer suites"))
+
+
+def test_tool_calls_can_be_asked_for(glm_capabilities):
+    """tool_choice 'auto' is accepted (a server without --enable-auto-tool-choice/--tool-call-parser
+    answers every tool case with the same HTTP 400)."""
+    if why := glm_capabilities.tool_parser_problem():
+        glm_capabilities.refuse("tool parser", why)
+
+
+def test_reasoning_is_parsed(glm_capabilities):
+    if why := glm_capabilities.reasoning_parser_problem():
+        glm_capabilities.refuse("reasoning parser", why)
+
+
+def test_mtp_runs_where_expected(glm_capabilities, glm_deployment):
+    expected, why = glm_deployment.mtp_expectation()
+    if not expected:
+        pytest.skip(f"MTP is not expected: {why}")
+    if problem := glm_capabilities.mtp_problem():
+        glm_capabilities.refuse("mtp", problem)

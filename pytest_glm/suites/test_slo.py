@@ -53,14 +53,14 @@ HEADLINE = ("median_ttft_ms", "p99_ttft_ms", "median_tpot_ms", "p99_tpot_ms", "m
 
 
 def test_latency_slo(slo_cell, glm_deployment, glm_load_runner, glm_baseline, benchmark, request, glm_record,
-                     glm_plots_dir):
+                     glm_plots_dir, glm_capabilities):
     workload, batch = slo_cell
     thresholds = glm_deployment.profile.thresholds
-    context = glm_deployment.endpoint.max_model_len()
+    context = glm_capabilities.served_context()
     if context and workload.input_len + workload.output_len > context:
-        pytest.fail(f"{workload} needs {workload.input_len + workload.output_len} tokens of context; the server's "
-                    f"max-model-len is {context} (raise --glm-max-model-len, or change the workload in the "
-                    f"threshold file)", pytrace=False)
+        glm_capabilities.refuse("context", f"{workload} needs {workload.input_len + workload.output_len} tokens of "
+                                f"context; the server's max_model_len is {context} (raise --glm-max-model-len, or "
+                                f"change the workload in the threshold file)")
 
     count = max(batch * thresholds.slo_rounds, MIN_REQUESTS)
     seed = zlib.crc32(f"{workload.name}/{batch}/{RUN_NONCE}".encode())

@@ -20,16 +20,42 @@ pytestmark = [pytest.mark.slow, pytest.mark.broken_deployment, pytest.mark.usefi
 
 vllm = pytest.importorskip("vllm", reason="vLLM is not installed (pip install '.[cpu]')")
 
+def first_cause(out: str) -> str:
+    """The first cause line of the run's "causes" block (the first thing the user reads after the tests)."""
+    lines = out.splitlines()
+    at = next(i for i, line in enumerate(lines) if "pytest-glm: causes" in line)
+    return lines[at + 1]
+
+
 def test_no_tool_call_parser(pytester: pytest.Pytester, tmp_path: Path) -> None:
+    """Every tool case would get the same HTTP 400: one failure names the flags, the rest are skipped."""
     with broken_server(tmp_path, drop("--tool-call-parser"), drop("--enable-auto-tool-choice", False)) as url:
         out = gate(pytester, url, str(SUITES / "test_tool_calling.py"), "-k", "single or irrelevance")
-    assert "the server rejected the request" in out and "--tool-call-parser" in out
+    cause = first_cause(out)
+    assert "(1 failed, " in cause and "skipped)" in cause
+    assert "the server refuses tool_choice 'auto' (HTTP 400" in cause
+    assert "--enable-auto-tool-choice --tool-call-parser glm45" in cause
+    assert "1 failed" in out.splitlines()[-1]
 
 
 def test_no_auto_tool_choice(pytester: pytest.Pytester, tmp_path: Path) -> None:
     with broken_server(tmp_path, drop("--enable-auto-tool-choice", False)) as url:
         out = gate(pytester, url, str(SUITES / "test_tool_calling.py"), "-k", "single.weather")
-    assert "the server rejected the request" in out and "--enable-auto-tool-choice" in out
+    assert "the server refuses tool_choice 'auto'" in first_cause(out) and "--enable-auto-tool-choice" in out
+
+
+def test_context_shorter_than_the_suites_need(pytester: pytest.Pytester, tmp_path: Path) -> None:
+    """--max-model-len 512: preflight fails once naming the numbers and the flag; every request that does
+    not fit is skipped with that reason instead of failing with the same HTTP 400 a hundred times."""
+    with broken_server(tmp_path, extra=("--max-model-len", "512")) as url:
+        out = gate(pytester, url, str(SUITES / "test_preflight.py"), str(SUITES / "test_tool_calling.py"),
+                   str(SUITES / "test_reasoning.py"))
+    cause = first_cause(out)
+    assert cause.split("(")[1].startswith("1 failed, ") and "skipped)" in cause
+    assert "the server serves max_model_len 512, but the collected suites send requests of up to" in cause
+    assert "launch it with --max-model-len" in cause and "(--glm-max-model-len" in cause
+    assert "cannot be greater than max_model_len" not in out  # no request was sent that could not fit
+    assert out.splitlines()[-1].count("failed") == 1 and " 1 failed" in out.splitlines()[-1]
 
 
 def test_parser_of_another_model_family(pytester: pytest.Pytester, tmp_path: Path) -> None:

@@ -127,3 +127,39 @@ def test_many_cells_of_the_same_figures_read_as_one_row_each() -> None:
     assert row.split() == ["balanced-b8", "20", "250!", "2500", "1"]
     assert lines[lines.index(row) + 1].split() == ["limit", "<=100", "<=50", ">=850", ">=0.9"]
     assert sum(line.startswith("prompt_heavy-b") for line in lines) == 2  # one row per cell, not per figure
+
+
+def test_failures_are_grouped_by_what_they_share() -> None:
+    """One broken thing reads as one line: the same finding on different cases and arguments, the same
+    HTTP 400 with different numbers, a refused gap and the skips it caused."""
+    report = RunReport()
+    finding = ("E       AssertionError: case {case} (single_tool, non-streamed): 1 problem(s)\n"
+               "E           - tool parser: call 0 ({tool}): the tool parser returned {key}='{low}' where the model "
+               "generated '{up}'\nE           request: ...")
+    for i, (case, tool, key, value) in enumerate([("single.weather", "get_weather", "city", "Paris"),
+                                                  ("choose.flights", "search_flights", "origin", "BER"),
+                                                  ("types.unicode", "translate", "text", "Köln")]):
+        text = finding.format(case=case, tool=tool, key=key, low=value.lower(), up=value)
+        for r in phases(f"suites/test_tool_calling.py::test_served_faithfully[{case}-{i}]", "tool_calling", "failed",
+                        text=text):
+            report.add(r)
+    for n in (1024, 8192):
+        for r in phases(f"suites/test_reasoning.py::test_behaves[c{n}]", "reasoning", "failed",
+                        text=f"E   Failed: case c{n}: the server rejected the request (HTTP 400): max_tokens={n} "
+                             f"cannot be greater than max_model_len=512"):
+            report.add(r)
+    refusal = "the server serves max_model_len 512, but the collected suites send requests of up to 11078 tokens"
+    report.add(FakeReport("suites/test_preflight.py::test_served_context", "call", "failed", {"preflight": 1},
+                          longreprtext=f"E   Failed: {refusal}"))
+    for k in range(4):
+        report.add(FakeReport(f"suites/test_tool_calling.py::test_behaves[x{k}]", "setup", "skipped", {},
+                              longrepr=("f", 1, f"Skipped: {refusal} (failed once, in test_served_context)")))
+    causes = report.causes()
+    assert [(c["count"], c["outcomes"]) for c in causes] == [
+        (5, {"failed": 1, "skipped": 4}), (3, {"failed": 3}), (2, {"failed": 2})]
+    assert causes[0]["cause"] == refusal and causes[0]["example"].endswith("test_served_context")
+    assert causes[1]["cause"].startswith("tool parser: call 0 (get_weather): the tool parser returned city='paris'")
+    assert "max_tokens=1024 cannot be greater than max_model_len=512" in causes[2]["cause"]
+    lines = report.cause_lines()
+    assert lines[0].startswith("   5 tests (1 failed, 4 skipped): the server serves max_model_len 512")
+    assert report.to_json(None)["causes"] == causes
