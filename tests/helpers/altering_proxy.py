@@ -3,7 +3,8 @@
 It forwards every request to the upstream server and rewrites each response body (and each SSE event of a
 stream) with a function of the parsed JSON: e.g. one that lower-cases tool-call arguments, as a "helpful"
 normalising gateway would, or one that drops ``token_ids``, as a gateway that only passes OpenAI's own
-fields does. It runs on its own event loop in a thread and listens on 127.0.0.1 only.
+fields does. A rewrite may also end a stream where it is (:class:`EndStream`), as a server or gateway that
+drops the rest of a stream does. It runs on its own event loop in a thread and listens on 127.0.0.1 only.
 """
 
 from __future__ import annotations
@@ -23,6 +24,14 @@ Rewrite = Callable[[dict[str, Any]], dict[str, Any]]
 #: on what was asked (a repeated prompt, a streamed request).
 PerRequest = Callable[[str, dict[str, Any]], Rewrite]
 HOP_HEADERS = {"content-length", "transfer-encoding", "connection", "content-encoding", "host"}
+
+
+class EndStream(Exception):
+    """Raised by a rewrite on an SSE event: send ``last`` (the event, rewritten), then end the stream there."""
+
+    def __init__(self, last: dict[str, Any] | None = None) -> None:
+        super().__init__("end of stream")
+        self.last = last
 
 
 def lowercase_arguments(body: dict[str, Any]) -> dict[str, Any]:
@@ -59,7 +68,12 @@ def _handler(upstream: str, choose: PerRequest, session: aiohttp.ClientSession) 
                 async for raw in resp.content:
                     line = raw.decode()
                     if line.startswith("data: ") and line.strip() != "data: [DONE]":
-                        line = "data: " + json.dumps(rewrite(json.loads(line[6:]))) + "\n"
+                        try:
+                            line = "data: " + json.dumps(rewrite(json.loads(line[6:]))) + "\n"
+                        except EndStream as end:
+                            if end.last is not None:
+                                await out.write(f"data: {json.dumps(end.last)}\n\n".encode())
+                            break
                     await out.write(line.encode())
                 await out.write_eof()
                 return out
