@@ -126,6 +126,9 @@ OPTIONS: tuple[Option, ...] = (
            "comes out (docs/vllm-versions.md)."),
     Option("report", "Write the JSON report here: verdict, deployment, and per suite every figure with its "
            "threshold and every test's outcome (format: docs/report.md)."),
+    Option("html", "Write one self-contained HTML page here for the people who decide a rollout: the verdict and "
+           "its causes first, the deployment, each suite's figures against their thresholds, every failed case's "
+           "request and answers, the latency and MTP plots, and with --glm-compare what changed (docs/report.md)."),
     Option("plots", "Write PNG plots here: TTFT/ITL distributions per workload and batch size, MTP acceptance "
            "per draft position (needs the plots extra: pip install 'pytest-glm[plots]')."),
     Option("mtp_equivalence", "Also launch the MTP-off twin of the deployment and require identical greedy "
@@ -165,6 +168,7 @@ class GLMConfig:
     known_defects_fail: bool = False
     report: Path | None = None
     plots: Path | None = None
+    html: Path | None = None  # --glm-html
     soak_s: float | None = None  # --glm-soak, seconds
 
     def __repr__(self) -> str:  # the API key never appears
@@ -300,6 +304,25 @@ def parse_duration(text: str | None) -> float | None:
     return seconds
 
 
+def output_file(flag: str, value: str | None) -> Path | None:
+    """A file the run writes at its end (--glm-report, --glm-html), checked now: a path that cannot become
+    that file would otherwise be found out only after the whole run. Missing folders are created then."""
+    if not value:
+        return None
+    path = Path(value).expanduser()
+    if path.is_dir():
+        example = path / ("gate.html" if flag == "--glm-html" else "gate.json")
+        raise ConfigError(flag, f"{path} is a directory", f"name a file in it, e.g. {flag}={example}")
+    folder = path.absolute().parent
+    while not folder.exists() and folder != folder.parent:
+        folder = folder.parent
+    if not folder.is_dir():
+        raise ConfigError(flag, f"cannot write {path}: {folder} is not a directory")
+    if not os.access(folder, os.W_OK | os.X_OK) or (path.exists() and not os.access(path, os.W_OK)):
+        raise ConfigError(flag, f"cannot write {path}: permission denied")
+    return path
+
+
 def resolve(values: dict[str, Any]) -> GLMConfig:
     """Build the run's configuration; raises ConfigError on anything inconsistent."""
     base_url = values["base_url"]
@@ -324,6 +347,10 @@ def resolve(values: dict[str, Any]) -> GLMConfig:
     if values["mtp_equivalence"] and base_url:
         raise ConfigError("--glm-mtp-equivalence", "needs a deployment this run launches (it starts the MTP-off "
                           "twin with the same command)", "drop --glm-base-url, or drop --glm-mtp-equivalence")
+    report = output_file("--glm-report", values["report"])
+    html = output_file("--glm-html", values["html"])
+    if html is not None and report is not None and html.resolve() == report.resolve():
+        raise ConfigError("--glm-html", f"{html} is also the --glm-report file", "give the page a file of its own")
     plots = Path(values["plots"]).expanduser() if values["plots"] else None
     if plots is not None:
         try:
@@ -353,6 +380,6 @@ def resolve(values: dict[str, Any]) -> GLMConfig:
         cache_dir=Path(cache).expanduser(),
         baseline=baseline, compare=Path(values["compare"]).expanduser() if values["compare"] else None,
         mtp_equivalence=bool(values["mtp_equivalence"]), known_defects_fail=values["known_defects"] == "fail",
-        report=Path(values["report"]).expanduser() if values["report"] else None, plots=plots,
+        report=report, plots=plots, html=html,
         soak_s=parse_duration(values["soak"]),
     )

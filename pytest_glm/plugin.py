@@ -69,6 +69,10 @@ def pytest_configure(config: pytest.Config) -> None:
     config.pluginmanager.register(session, "glm_session")
     if config.pluginmanager.hasplugin("xdist") and (session.is_worker or xdist_active(config)):
         config.pluginmanager.register(XdistCoordinator(session), "glm_xdist")
+    if config.pluginmanager.hasplugin("html"):  # pytest-html: its report gains the gate's summary and exchanges
+        from pytest_glm.reporting.pytest_html_hooks import PytestHtmlHooks
+
+        config.pluginmanager.register(PytestHtmlHooks(session), "glm_pytest_html")
 
 
 # -- fixtures ---------------------------------------------------------------------------------------
@@ -170,8 +174,9 @@ def glm_record(request: pytest.FixtureRequest) -> Any:
 
 @pytest.fixture(scope="session")
 def glm_plots_dir(pytestconfig: pytest.Config) -> Path | None:
-    """Where plots and their samples go (--glm-plots), or None."""
-    return _session(pytestconfig).glm.plots
+    """Where plots and their samples go (--glm-plots; with --glm-html alone, a temporary folder the page's
+    plots are drawn from), or None."""
+    return _session(pytestconfig).plots_dir
 
 
 @pytest.fixture(scope="session")

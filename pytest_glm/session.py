@@ -8,7 +8,8 @@
 - **run**: every test report is recorded (:meth:`pytest_runtest_logreport`), a dead server fails the next
   test at once (:meth:`check_alive`), measuring tests hold the server alone under xdist (:meth:`server_share`);
 - **report**: at the end the tables, the comparison and the deployment are printed
-  (:meth:`pytest_terminal_summary`), the JSON report and plots written (:meth:`write_outputs`);
+  (:meth:`pytest_terminal_summary`), the JSON report, the plots and the HTML page written
+  (:meth:`write_outputs`), all from one view of the run (:meth:`report_data`);
 - **stop**: whatever this run launched is stopped (:meth:`pytest_sessionfinish`, and
   :meth:`pytest_unconfigure` after an internal error).
 
@@ -74,7 +75,28 @@ class GLMSession:
         self.twin: Deployment | DeploymentError | None = None
         self.report = RunReport(scrub_secret=glm_config.api_key)
         self.death: DeploymentError | None = None
+        self.start_failure: str | None = None  # why the deployment did not start (for the HTML page)
         self._written: list[str] = []
+        self._compared = False
+        self._own_plots_dir: str | None = None
+        self.plots_dir = self._plots_dir()
+
+    def _plots_dir(self) -> Path | None:
+        """Where latency cells save their samples and the plots are drawn: --glm-plots; with --glm-html alone,
+        a temporary folder of the controller's, handed to xdist workers (XdistCoordinator); else None."""
+        if self.glm.plots is not None:
+            return self.glm.plots
+        if self.is_worker:
+            handed = self.config.workerinput.get("glm_plots_dir")  # type: ignore[attr-defined]
+            return Path(handed) if handed else None
+        if self.glm.html is None:
+            return None
+        try:
+            import matplotlib  # noqa: F401
+        except ImportError:
+            return None  # the page says why it has no plots
+        self._own_plots_dir = tempfile.mkdtemp(prefix="pytest-glm-plots-")
+        return Path(self._own_plots_dir)
 
     # -- output ------------------------------------------------------------------------------------
     def say(self, line: str) -> None:
@@ -103,6 +125,7 @@ class GLMSession:
             return self._manager().start(self.say)
         except (DeploymentError, ConfigError) as exc:
             self._write_state({"error": str(exc)})
+            self.start_failure = str(exc)
             reporter = self.config.pluginmanager.get_plugin("terminalreporter")
             if reporter is not None:
                 reporter.write_sep("=", "pytest-glm: deployment failed", red=True, bold=True)
@@ -240,25 +263,56 @@ class GLMSession:
         if self.manager is not None:
             self.manager.stop(self.say)
 
-    def write_outputs(self) -> None:
-        """The JSON report and the plots (only when asked, and only if some suite ran)."""
+    def deployment_report(self) -> dict[str, Any] | None:
         deployment = self.manager.deployment if self.manager is not None else None
-        described = deployment.to_report() if deployment is not None else None
-        if self.earlier is not None and self.report.outcomes:
-            self.comparison = self._compare(described)
-        comparison = self.comparison if isinstance(self.comparison, compare.Comparison) else None
+        return deployment.to_report() if deployment is not None else None
+
+    def comparison_result(self) -> compare.Comparison | None:
+        """The diff with --glm-compare, computed once, when some suite ran (None without one)."""
+        if not self._compared and self.earlier is not None and self.report.outcomes:
+            self._compared = True
+            self.comparison = self._compare(self.deployment_report())
+        return self.comparison if isinstance(self.comparison, compare.Comparison) else None
+
+    def report_data(self) -> dict[str, Any]:
+        """The run as the JSON report has it (scrubbed): what the HTML page and pytest-html's summary show."""
+        return self.report.to_json(self.deployment_report(), self.comparison_result())
+
+    def write_outputs(self) -> None:
+        """The JSON report, the plots and the HTML page (only when asked, and only if some suite ran; the
+        page also when the deployment did not start, saying why)."""
+        deployment = self.manager.deployment if self.manager is not None else None
+        described = self.deployment_report()
+        comparison = self.comparison_result()
         written = []
         if self.glm.report is not None and self.report.outcomes:
             self.report.write_json(self.glm.report, described, comparison)
             written.append(f"pytest-glm report: {self.glm.report}")
-        if self.glm.plots is not None and self.report.outcomes:
+        pngs: list[Path] = []
+        if self.plots_dir is not None and self.report.outcomes:
             from pytest_glm.reporting.plots import render
 
             title = (f"{deployment.model.model_id} on {deployment.profile.name}, vLLM {deployment.vllm_version}"
                      if deployment is not None else "")
-            for path in render(self.glm.plots, self.report.figures, self.report.scrub(title)):
-                written.append(f"pytest-glm plot: {path}")
+            pngs = render(self.plots_dir, self.report.figures, self.report.scrub(title))
+            if self.glm.plots is not None:
+                written += [f"pytest-glm plot: {path}" for path in pngs]
+        if self.glm.html is not None and (self.report.outcomes or self.start_failure):
+            from pytest_glm.reporting import html
+
+            data = self.report.to_json(described, comparison)
+            if self.start_failure:
+                data["verdict"], data["deployment_error"] = "fail", self.start_failure
+                data["causes"] = [{"count": 0, "outcomes": {}, "cause": self.start_failure.splitlines()[0],
+                                   "example": "the deployment did not start: no test ran"}, *data["causes"]]
+            notes = [] if self.plots_dir is not None else [
+                "No plots: drawing them needs matplotlib (pip install 'pytest-glm[plots]')."]
+            html.write(self.glm.html, data, pngs, self.glm.api_key, notes if self._plots_expected() else [])
+            written.append(f"pytest-glm html: {self.glm.html}")
         self._written = written
+
+    def _plots_expected(self) -> bool:
+        return any(f.suite in ("slo", "mtp") for f in self.report.figures)
 
     def _compare(self, described: dict[str, Any] | None) -> compare.Comparison | str:
         """This run against --glm-compare; a message instead when the endpoint turned out to serve another
@@ -280,8 +334,9 @@ class GLMSession:
         self._stop_twin()
         if self.manager is not None:  # a run that ended before sessionfinish (internal error)
             self.manager.stop()
-        if self._tmp_state_dir is not None:
-            shutil.rmtree(self._tmp_state_dir, ignore_errors=True)
+        for own in (self._tmp_state_dir, self._own_plots_dir):
+            if own is not None:
+                shutil.rmtree(own, ignore_errors=True)
 
 
 class XdistCoordinator:
@@ -305,6 +360,7 @@ class XdistCoordinator:
     def pytest_configure_node(self, node: Any) -> None:
         node.workerinput["glm_state_dir"] = str(self.session.state_dir)
         node.workerinput["glm_controller_pid"] = os.getpid()
+        node.workerinput["glm_plots_dir"] = str(self.session.plots_dir or "")
 
     @pytest.hookimpl(tryfirst=True)
     def pytest_collection_finish(self, session: pytest.Session) -> None:

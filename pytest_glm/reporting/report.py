@@ -20,6 +20,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from pytest_glm.judging.case_answers import KNOWN_DEFECT
+from pytest_glm.reporting import exchange
 
 if TYPE_CHECKING:
     from pytest_glm.reporting.compare import Comparison
@@ -109,6 +110,7 @@ class Outcome:
     outcome: str = "passed"
     duration_s: float = 0.0
     message: str = ""
+    exchange: dict[str, Any] | None = None  # what a failed correctness test asked and got (reporting.exchange)
 
 
 def suite_of(nodeid: str, keywords: Any = ()) -> str:
@@ -152,6 +154,8 @@ class RunReport:
         for name, value in getattr(report, "user_properties", ()):
             if name == PROPERTY and report.when == "call":
                 self.figures.append(Figure(**json.loads(value)))
+            elif name == exchange.PROPERTY and report.when == "call":
+                outcome.exchange = json.loads(value)
 
     # -- views ---------------------------------------------------------------------------------------
     def counts(self, suite: str | None = None) -> dict[str, int]:
@@ -213,7 +217,8 @@ class RunReport:
                 "tests": counts,
                 "figures": [f.to_json() for f in figures],
                 "cases": [{"nodeid": o.nodeid, "outcome": o.outcome, "duration_s": round(o.duration_s, 3),
-                           "message": o.message} for o in outcomes],
+                           "message": o.message, **({"exchange": o.exchange} if o.exchange else {})}
+                          for o in outcomes],
             }
         data = {"schema": SCHEMA, "created": time.strftime("%Y-%m-%dT%H:%M:%S%z", time.localtime(self.started)),
                 "duration_s": round(time.time() - self.started, 1), "verdict": self.verdict(comparison),

@@ -14,6 +14,7 @@ from pytest_glm.judging.case_answers import assert_behaves, assert_served_faithf
 from pytest_glm.judging.cases import load_cases
 from pytest_glm.judging.chat import ask
 from pytest_glm.judging.verdicts import explain, leaked_markup, match_rate
+from pytest_glm.reporting import exchange
 
 pytestmark = pytest.mark.reasoning
 
@@ -27,26 +28,30 @@ LATE_TURNS = [c for c in ALL if sum(m["role"] == "user" for m in c.messages) >= 
 
 
 @per_answer(CASES)
-def test_served_faithfully(case, stream, glm_answers):
-    assert_served_faithfully(glm_answers, case, stream)
+def test_served_faithfully(case, stream, glm_answers, request):
+    with exchange.on_failure(request, glm_answers, case, stream):
+        assert_served_faithfully(glm_answers, case, stream)
 
 
 @per_answer(CASES)
-def test_behaves(case, stream, glm_answers):
-    assert_behaves(glm_answers, case, stream, require_reasoning=True)
+def test_behaves(case, stream, glm_answers, request):
+    with exchange.on_failure(request, glm_answers, case, stream):
+        assert_behaves(glm_answers, case, stream, require_reasoning=True)
 
 
 @per_answer(THINK_AND_CALL)
-def test_reasoning_and_tool_call_in_one_turn(case, stream, glm_answers):
-    assert_behaves(glm_answers, case, stream, require_reasoning=True)
+def test_reasoning_and_tool_call_in_one_turn(case, stream, glm_answers, request):
+    with exchange.on_failure(request, glm_answers, case, stream):
+        assert_behaves(glm_answers, case, stream, require_reasoning=True)
 
 
 @pytest.mark.parametrize("case", LATE_TURNS, ids=[c.id for c in LATE_TURNS])
-def test_nothing_leaks_in_late_turns(case, glm_answers):
-    for stream in (False, True):
-        answer = glm_answers.get(case, stream)
-        leaked = leaked_markup(answer.content)
-        assert not leaked, explain(case, answer, [f"content contains {leaked}"])
+def test_nothing_leaks_in_late_turns(case, glm_answers, request):
+    with exchange.on_failure(request, glm_answers, case):
+        for stream in (False, True):
+            answer = glm_answers.get(case, stream)
+            leaked = leaked_markup(answer.content)
+            assert not leaked, explain(case, answer, [f"content contains {leaked}"])
 
 
 def test_thinking_rates(glm_answers, glm_deployment, glm_record):
@@ -66,7 +71,7 @@ def test_thinking_rates(glm_answers, glm_deployment, glm_record):
 
 
 @pytest.mark.parametrize("stream", [False, True], ids=["plain", "stream"])
-def test_max_tokens_cut_inside_reasoning(stream, glm_endpoint, glm_answers):
+def test_max_tokens_cut_inside_reasoning(stream, glm_endpoint, glm_answers, request):
     """A request cut at 8 tokens, inside the reasoning, ends with 'length' and leaks no tag into content."""
     case = next(c for c in CASES if c.id == "reasoning.long")
     client = glm_endpoint.client()
@@ -83,7 +88,8 @@ def test_max_tokens_cut_inside_reasoning(stream, glm_endpoint, glm_answers):
         problems.append(f"content contains {leaked} after a cut inside the reasoning")
     if findings is None and not answer.reasoning.strip():
         problems.append("no reasoning came back from a response cut inside the reasoning")
-    assert not problems, explain(case, answer, problems)
+    with exchange.on_failure(request, glm_answers, case, answer=answer, max_tokens=8):
+        assert not problems, explain(case, answer, problems)
 
 
 def test_served_faithfully_under_load(glm_answers, glm_deployment, glm_record):

@@ -23,6 +23,7 @@ from pytest_glm.judging.case_answers import assert_behaves, assert_served_faithf
 from pytest_glm.judging.cases import load_cases
 from pytest_glm.judging.verdicts import match_rate, schema_accuracy, trigger_f1
 from pytest_glm.measuring.metrics import parse
+from pytest_glm.reporting import exchange
 
 pytestmark = pytest.mark.tool_calling
 
@@ -32,13 +33,15 @@ WITH_HISTORY = [c for c in load_cases() if len(c.messages) >= 3]
 
 
 @per_answer(CASES)
-def test_served_faithfully(case, stream, glm_answers):
-    assert_served_faithfully(glm_answers, case, stream)
+def test_served_faithfully(case, stream, glm_answers, request):
+    with exchange.on_failure(request, glm_answers, case, stream):
+        assert_served_faithfully(glm_answers, case, stream)
 
 
 @per_answer(CASES)
-def test_behaves(case, stream, glm_answers):
-    assert_behaves(glm_answers, case, stream)
+def test_behaves(case, stream, glm_answers, request):
+    with exchange.on_failure(request, glm_answers, case, stream):
+        assert_behaves(glm_answers, case, stream)
 
 
 def test_aggregate_gates(glm_answers, glm_deployment, glm_record):
