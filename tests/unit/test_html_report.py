@@ -19,7 +19,7 @@ from pytest_glm.exceptions import ConfigError
 from pytest_glm.judging.answers import Answer, Call
 from pytest_glm.judging.cases import load_cases
 from pytest_glm.reporting import exchange, html
-from pytest_glm.reporting.report import RunReport
+from pytest_glm.reporting.report import RunReport, recorder
 from tests.helpers.report_data import (
     FAILED_ID,
     FINDING,
@@ -295,3 +295,23 @@ def test_output_file_checks_the_path(tmp_path: Path) -> None:
     (tmp_path / "plain").write_text("")
     with pytest.raises(ConfigError, match=r"^--glm-html: cannot write .*: .*plain is not a directory"):
         output_file("--glm-html", str(tmp_path / "plain" / "gate.html"))
+
+
+def test_checks_measuring_the_same_figures_read_as_a_matrix() -> None:
+    report = RunReport()
+    props: list = []
+    record = recorder(lambda name, value: props.append((name, value)))
+    for kind in ("prose", "reasoning"):
+        record("mtp", kind, "acceptance_rate", 0.9, 0.8, ">=")
+        record("mtp", kind, "mean_acceptance_length", 1.9)
+    add(report, "suites/test_mtp.py::test_mtp_acceptance[x]", props=props)
+    page = html.render(report.to_json(deployment()))
+    assert '<th title="mean_acceptance_length">mean acceptance length</th>' in page
+    assert re.search(r'<tr><th>reasoning</th><td class="glm-num glm-ok">0.9<span class="glm-limit">&gt;= 0.8</span>', page)
+    assert "latencies in ms" not in page
+
+
+def test_the_tally_counts_known_defects() -> None:
+    data = sample_data(with_comparison=False)
+    data["tests"]["known_defect"] = 6
+    assert "7 passed, 3 failed, 1 tolerated, 6 known defects" in html.render(data)
