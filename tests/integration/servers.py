@@ -12,6 +12,7 @@ import pytest
 from pytest_glm.catalog.models import resolve_model
 from pytest_glm.config import default_cache_dir
 from pytest_glm.serving.command import ServeCommand
+from pytest_glm.serving.launch import ServerProcess
 from pytest_glm.serving.reference_server import servable, start_reference
 
 SUITES = Path(__file__).parents[2] / "suites"
@@ -53,6 +54,18 @@ def broken_server(tmp_path: Path, *edits: Edit, extra: tuple[str, ...] = (), mod
         yield server.base_url
     finally:
         server.stop()
+
+
+#: What the shared healthy server adds to the correct command (tests/integration/conftest.py).
+HEALTHY_EXTRA = ("--stream-interval", "4")
+
+
+def start_healthy(log_path: Path) -> ServerProcess:
+    """glm-tiny served correctly (plus :data:`HEALTHY_EXTRA`); the caller stops it."""
+    def chunky(command: ServeCommand) -> ServeCommand:
+        return dataclasses.replace(command, args=(*command.args, *HEALTHY_EXTRA))
+
+    return start_reference("glm-tiny", log_path, edit=chunky, startup_timeout=600)
 
 
 def gate(pytester: pytest.Pytester, url: str, *args: str, expect: int = pytest.ExitCode.TESTS_FAILED) -> str:

@@ -81,20 +81,20 @@ def test_chat_template_of_the_other_family(pytester: pytest.Pytester, tmp_path: 
     assert "the served chat template differs from GLM's glm45 format" in out
 
 
-def test_gateway_that_alters_argument_values(pytester: pytest.Pytester, tmp_path: Path) -> None:
+def test_gateway_that_alters_argument_values(pytester: pytest.Pytester, healthy_upstream: str) -> None:
     """A gateway that lower-cases tool-call arguments: HTTP 200, valid JSON, schema-valid, and equal to the
     expected values modulo case, so only the comparison with the model's own tokens can see it."""
-    with broken_server(tmp_path) as upstream, altering_proxy(upstream, lowercase_arguments) as url:
+    with altering_proxy(healthy_upstream, lowercase_arguments) as url:
         out = gate(pytester, url, str(SUITES / "test_tool_calling.py"), "-k", "single.weather or choose.flights")
     assert "the tool parser returned city='paris' where the model generated 'Paris'" in out
     assert "the tool parser returned origin='ber' where the model generated 'BER'" in out
     assert "4 failed, 4 passed" in out  # the behaviour verdicts (case-insensitive) alone would pass it
 
 
-def test_gateway_that_drops_token_ids_falls_back_and_says_so(pytester: pytest.Pytester, tmp_path: Path) -> None:
+def test_gateway_that_drops_token_ids_falls_back_and_says_so(pytester: pytest.Pytester, healthy_upstream: str) -> None:
     """Without token ids the exact checks cannot run: a healthy deployment still passes, on the weaker
     checks, and the run says once that they were used."""
-    with broken_server(tmp_path) as upstream, altering_proxy(upstream, drop_token_ids) as url:
+    with altering_proxy(healthy_upstream, drop_token_ids) as url:
         out = gate(pytester, url, str(SUITES / "test_tool_calling.py"), "-k", "single or parallel or aggregate",
                    expect=pytest.ExitCode.OK)
     assert out.count("the endpoint returned no token ids for 100% of the answers") == 1

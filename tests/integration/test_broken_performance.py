@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.integration.servers import SUITES, broken_server, drop, gate, reference_model_dir
+from tests.integration.servers import HEALTHY_EXTRA, SUITES, broken_server, drop, gate, reference_model_dir
 
 pytestmark = [pytest.mark.slow, pytest.mark.broken_deployment, pytest.mark.usefixtures("no_leftover_server")]
 
@@ -57,19 +57,19 @@ def test_damaged_mtp_layer(pytester: pytest.Pytester, tmp_path: Path) -> None:
     assert "at concurrency 8: MTP acceptance rate" in out  # the batched measurement fails too
 
 
-def test_throttled_server_fails_tight_slo_and_baseline(pytester: pytest.Pytester, tmp_path: Path) -> None:
-    """Record a baseline on the correct server, then serve one sequence at a time (--max-num-seqs 1): at batch
+def test_throttled_server_fails_tight_slo_and_baseline(pytester: pytest.Pytester, tmp_path: Path,
+                                                        healthy_upstream: str) -> None:
+    """Record a baseline on the correct (shared) server, then serve one sequence at a time (--max-num-seqs 1): at batch
     8 requests queue, so a tight TTFT threshold and the >10 % regression check against the baseline both fail."""
     cell = "balanced-b8"
     baseline = tmp_path / "baseline.json"
-    with broken_server(tmp_path) as url:
-        gate(pytester, url, str(SUITES / "test_slo.py"), "-k", cell, f"--benchmark-json={baseline}",
-             expect=pytest.ExitCode.OK)
+    gate(pytester, healthy_upstream, str(SUITES / "test_slo.py"), "-k", cell, f"--benchmark-json={baseline}",
+         expect=pytest.ExitCode.OK)
     assert baseline.is_file()
 
     tight = tmp_path / "tight.toml"
     tight.write_text("[slo.balanced.8]\nmedian_ttft_ms = 400\n")
-    with broken_server(tmp_path, extra=("--max-num-seqs", "1")) as url:
+    with broken_server(tmp_path, extra=("--max-num-seqs", "1", *HEALTHY_EXTRA)) as url:
         out = gate(pytester, url, str(SUITES / "test_slo.py"), "-k", cell, f"--glm-thresholds={tight}",
                    f"--glm-baseline={baseline}")
     print("\n".join(line for line in out.splitlines() if "measured" in line))

@@ -65,7 +65,7 @@ def test_wheel_runs_the_shipped_suites_from_outside_the_checkout(tmp_path: Path)
     assert _where(python, outside).startswith(str(tmp_path / "env")), "pytest_glm was not imported from the wheel"
     done = subprocess.run([str(python), "-m", "pytest", "--pyargs", "pytest_glm.suites", "-p", "no:cacheprovider",
                            "-q", "--glm-model", "glm-tiny", "-k",
-                           "preflight or single.weather or aggregate or mtp_acceptance or balanced-b1"],
+                           "preflight or single.weather or mtp_acceptance or balanced-b1"],
                           cwd=outside, capture_output=True, text=True, timeout=900)
     out = done.stdout
     assert done.returncode == 0, out[-4000:] + done.stderr[-2000:]

@@ -1,7 +1,7 @@
 """The regressions real GLM users hit (docs/regressions.md): each check fails on a deployment with the bug's
 symptom, named as the user would meet it.
 
-One glm-tiny server serves the whole module, with ``--stream-interval 4`` (several tokens per stream chunk,
+One glm-tiny server serves the whole module (the run's shared healthy server, tests/integration/conftest.py), with ``--stream-interval 4`` (several tokens per stream chunk,
 the heavier chunking of the variants) and MTP on; each test puts a gateway in front of it that reproduces
 one reported bug's symptom (HTTP 200, valid JSON, a wrong value or a wrong wire form), points the shipped
 suites at the gateway, and checks the run fails saying what went wrong. The healthy deployment passing
@@ -10,15 +10,12 @@ is ``pytest suites/`` (CI runs it on all three reference models, and on the vari
 
 from __future__ import annotations
 
-import dataclasses
 import json
 from collections.abc import Iterator
 from typing import Any
 
 import pytest
 
-from pytest_glm.serving.command import ServeCommand
-from pytest_glm.serving.reference_server import start_reference
 from tests.helpers.altering_proxy import altering_proxy
 from tests.integration.servers import SUITES, gate
 
@@ -28,16 +25,8 @@ vllm = pytest.importorskip("vllm", reason="vLLM is not installed (pip install '.
 
 
 @pytest.fixture(scope="module")
-def upstream(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
-    def chunky(command: ServeCommand) -> ServeCommand:
-        return dataclasses.replace(command, args=(*command.args, "--stream-interval", "4"))
-
-    server = start_reference("glm-tiny", tmp_path_factory.mktemp("regressions") / "server.log", edit=chunky,
-                             startup_timeout=600)
-    try:
-        yield server.base_url
-    finally:
-        server.stop()
+def upstream(healthy_upstream: str) -> str:
+    return healthy_upstream
 
 
 def _calls(body: dict[str, Any]) -> Iterator[dict[str, Any]]:

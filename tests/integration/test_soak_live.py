@@ -1,17 +1,14 @@
 """The soak against the real reference server: a healthy deployment passes a short soak; a gateway that
 drops requests under load, or one behind which the server goes away, fails it, saying which and why.
 
-One glm-tiny server serves the module; each test points the shipped soak suite at it (directly or through
+One glm-tiny server serves the module (the run's shared healthy server, tests/integration/conftest.py); each test points the shipped soak suite at it (directly or through
 tests/helpers/busy_gateway.py) with --glm-base-url, in a pytest subprocess.
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterator
-
 import pytest
 
-from pytest_glm.serving.reference_server import start_reference
 from tests.helpers.busy_gateway import GONE, MESSAGE, busy_gateway
 from tests.integration.servers import SUITES, gate
 
@@ -23,19 +20,15 @@ SOAK = str(SUITES / "test_soak.py")
 
 
 @pytest.fixture(scope="module")
-def upstream(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
-    server = start_reference("glm-tiny", tmp_path_factory.mktemp("soak") / "server.log", startup_timeout=600)
-    try:
-        yield server.base_url
-    finally:
-        server.stop()
+def upstream(healthy_upstream: str) -> str:
+    return healthy_upstream
 
 
 def test_a_short_soak_of_the_reference_deployment_passes(pytester: pytest.Pytester, upstream: str) -> None:
-    out = gate(pytester, upstream, SOAK, "--glm-soak=20s", expect=pytest.ExitCode.OK)
-    assert "[glm] soak: 0:20 of " in out and "at concurrency 8, 1 answer in 4 checked exactly" in out
+    out = gate(pytester, upstream, SOAK, "--glm-soak=10s", expect=pytest.ExitCode.OK)
+    assert "[glm] soak: 0:10 of " in out and "at concurrency 8, 1 answer in 4 checked exactly" in out
     progress = [line for line in out.splitlines() if line.startswith("[glm] soak 0:")]
-    assert len(progress) == 10 and progress[-1].startswith("[glm] soak 0:20/0:20: ")
+    assert len(progress) == 10 and progress[-1].startswith("[glm] soak 0:10/0:10: ")
     assert "0 failed" in progress[-1] and "0 findings" in progress[-1]
     assert "pytest-glm: soak — pass" in out
     for figure in ("failed_requests", "faithfulness_findings", "behaviour_changes", "latency_p50_last_over_first"):
@@ -44,7 +37,7 @@ def test_a_short_soak_of_the_reference_deployment_passes(pytester: pytest.Pytest
 
 def test_requests_dropped_under_load_fail_the_soak(pytester: pytest.Pytester, upstream: str) -> None:
     with busy_gateway(upstream, every=10) as gateway:
-        out = gate(pytester, gateway.url, SOAK, "--glm-soak=20s")
+        out = gate(pytester, gateway.url, SOAK, "--glm-soak=10s")
     assert gateway.dropped > 0
     assert f"{gateway.dropped} of " in out and " requests failed; first errors: " in out
     assert MESSAGE in out and "Error code: 502" in out

@@ -8,13 +8,12 @@ streamed responses answers, saying the stream ended early and what it left out, 
 
 from __future__ import annotations
 
-from pathlib import Path
 from typing import Any
 
 import pytest
 
 from tests.helpers.altering_proxy import EndStream, altering_proxy
-from tests.integration.servers import SUITES, broken_server, gate
+from tests.integration.servers import SUITES, gate
 
 pytestmark = [pytest.mark.slow, pytest.mark.broken_deployment, pytest.mark.usefixtures("no_leftover_server")]
 
@@ -28,8 +27,8 @@ def cut_after_first_output_item(body: dict[str, Any]) -> dict[str, Any]:
     return body
 
 
-def test_responses_stream_that_stops_after_its_first_output_item(pytester: pytest.Pytester, tmp_path: Path) -> None:
-    with broken_server(tmp_path) as upstream, altering_proxy(upstream, cut_after_first_output_item) as url:
+def test_responses_stream_that_stops_after_its_first_output_item(pytester: pytest.Pytester, healthy_upstream: str) -> None:
+    with altering_proxy(healthy_upstream, cut_after_first_output_item) as url:
         out = gate(pytester, url, str(SUITES / "test_surfaces.py"), "-k", "single.weather or reasoning.arithmetic")
     assert "responses API (stream): the stream ended without response.completed or response.incomplete" in out
     assert "responses API (stream): 0 call(s) [] where chat returned 1: ['get_weather']" in out
