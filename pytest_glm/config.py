@@ -39,9 +39,12 @@ class ServeOptions:
     port: int = 0
     extra_args: tuple[str, ...] = ()
     variants: tuple[str, ...] = ()  # catalog/variants.py names, applied by serving.command
+    dummy_weights: bool = False  # --glm-weights dummy: --load-format dummy (a shape run)
 
 
 API_KEY_ENV = "GLM_API_KEY"
+#: --glm-weights values: the model's own weights, or random ones of the same shapes (a shape run).
+WEIGHTS = ("real", "dummy")
 
 
 def default_cache_dir() -> Path:
@@ -141,6 +144,10 @@ OPTIONS: tuple[Option, ...] = (
     Option("soak", "Also run the soak: mixed correctness traffic at the profile's load concurrency for this long "
            "(90s, 10m, 1.5h; a bare number is seconds), every 4th answer checked exactly; fails on a failed "
            "request, a dead server, a finding or a changed verdict (docs/checks.md). Default: no soak."),
+    Option("weights", "real (default): serve the model's weights; dummy: a shape run, the model at its real size "
+           "with random weights (its real config.json, a tokenizer of its real vocabulary, its chat template, "
+           "--load-format dummy): start-up, memory, latency and the MTP path are measured, the correctness suites "
+           "are skipped (docs/shape-runs.md).", default="real"),
     Option("cache_dir", "Where built reference models and kept-server records live. "
            "Default: $PYTEST_GLM_CACHE or ~/.cache/pytest-glm."),
 )
@@ -170,6 +177,11 @@ class GLMConfig:
     plots: Path | None = None
     html: Path | None = None  # --glm-html
     soak_s: float | None = None  # --glm-soak, seconds
+    weights: str = "real"  # --glm-weights: real, or dummy (a shape run: random weights)
+
+    @property
+    def shape_run(self) -> bool:
+        return self.weights == "dummy"
 
     def __repr__(self) -> str:  # the API key never appears
         return (f"GLMConfig(model={self.model.model_id if self.model else None!r}, profile={self.profile.name!r}, "
@@ -366,6 +378,14 @@ def resolve(values: dict[str, Any]) -> GLMConfig:
         served_model_name=values["served_model_name"], port=port, extra_args=values["serve_arg"] or (),
         variants=tuple(v.name for v in resolve_variants(values["variant"] or ())),
     )
+    weights = str(values.get("weights") or "real").strip().lower()
+    if weights not in WEIGHTS:
+        raise ConfigError("--glm-weights", f"expected real or dummy, got {values.get('weights')!r}",
+                          "dummy serves the model at its real size with random weights (a shape run)")
+    if weights == "dummy" and base_url:
+        raise ConfigError("--glm-weights", "dummy launches the model with random weights, so it needs a "
+                          "deployment this run launches", "drop --glm-base-url, or drop --glm-weights dummy")
+    serve = replace(serve, dummy_weights=weights == "dummy")
     if values["known_defects"] not in ("report", "fail"):
         raise ConfigError("--glm-known-defects", f"expected report or fail, got {values['known_defects']!r}")
     cache = values["cache_dir"] or default_cache_dir()
@@ -382,4 +402,5 @@ def resolve(values: dict[str, Any]) -> GLMConfig:
         mtp_equivalence=bool(values["mtp_equivalence"]), known_defects_fail=values["known_defects"] == "fail",
         report=report, plots=plots, html=html,
         soak_s=parse_duration(values["soak"]),
+        weights=weights,
     )

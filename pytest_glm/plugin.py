@@ -166,7 +166,7 @@ def glm_answers(glm_endpoint: Endpoint, glm_deployment: Deployment, glm_config: 
 
 @pytest.fixture
 def glm_record(request: pytest.FixtureRequest) -> Any:
-    """``glm_record(suite, check, figure, value, limit=None, op='', unit='')``: a figure for the terminal
+    """``glm_record(suite, check, figure, value, limit=None, op='', unit='', source='')``: a figure for the terminal
     tables, the JSON report and JUnit XML (as a ``glm`` property holding one JSON object). Appended to the
     test's user properties directly: pytest's ``record_property`` warns under the default junit family."""
     return recorder(lambda name, value: request.node.user_properties.append((name, value)))

@@ -44,6 +44,15 @@ EXCLUSIVE_MARKERS = ("slo", "mtp")
 #: The longest a test waits for its turn on the server under xdist (a latency cell on a GPU takes minutes).
 SHARE_TIMEOUT = 3600.0
 
+#: In a shape run (--glm-weights dummy) these suites, and these tests of other suites, are skipped: they
+#: judge what the model answers, and random weights answer nothing meaningful. Preflight's checks stay (health,
+#: version, served name, tokenizer, template, a round trip judged on its finish_reason and usage only, context,
+#: parsers, MTP running), as do the latency suite and the MTP suite's drafting (its acceptance recorded only).
+SHAPE_SKIPPED_SUITES = ("tool_calling", "reasoning", "surfaces", "soak")
+SHAPE_SKIPPED_TESTS = ("test_mtp_equivalence",)
+SHAPE_SKIP_REASON = ("shape run: random weights (--glm-weights dummy) make the answers meaningless; the "
+                     "correctness suites run with --glm-weights real")
+
 _STATE_FILE = "deployment.json"
 _NEED_FILE = "need-server"
 _LOCK_FILE = "server-share.lock"
@@ -54,8 +63,19 @@ def xdist_active(config: pytest.Config) -> bool:
     return bool(getattr(config.option, "dist", "no") != "no" and getattr(config.option, "tx", None))
 
 
+def shape_skipped(item: pytest.Item) -> bool:
+    """Whether a shape run skips this test (it judges what the model answers)."""
+    name = getattr(item, "originalname", None) or item.name.split("[", 1)[0]
+    return suite_of(item.nodeid, item.keywords) in SHAPE_SKIPPED_SUITES or name in SHAPE_SKIPPED_TESTS
+
+
 def needs_server(items: list[pytest.Item]) -> bool:
-    return any(SERVER_FIXTURE in getattr(item, "fixturenames", ()) for item in items)
+    """Whether a collected test uses the server (one a shape run skips does not count)."""
+    return any(SERVER_FIXTURE in getattr(item, "fixturenames", ()) and not _shape_marked(item) for item in items)
+
+
+def _shape_marked(item: pytest.Item) -> bool:
+    return any(m.kwargs.get("reason") == SHAPE_SKIP_REASON for m in item.iter_markers("skip"))
 
 
 class GLMSession:
@@ -212,11 +232,17 @@ class GLMSession:
         """Preflight first: a gap it finds (a short context, no tool parser) then fails there, once, and the
         tests that need what is missing are skipped with its reason (serving.capabilities)."""
         items.sort(key=lambda item: suite_of(item.nodeid) != "preflight")
+        if self.glm.shape_run:
+            for item in items:
+                if shape_skipped(item):
+                    item.add_marker(pytest.mark.skip(reason=SHAPE_SKIP_REASON))
 
     def pytest_report_header(self, config: pytest.Config) -> list[str]:
         g = self.glm
         target = f"endpoint {g.base_url}" if g.base_url else f"launch with {g.vllm or 'the installed vLLM'}"
         model = g.model.model_id if g.model else "(recognised from the endpoint)"
+        if g.shape_run:
+            model += " (shape run: random weights, --glm-weights dummy)"
         return [f"glm: model {model}, profile {g.profile.name}, {target}"]
 
     def pytest_runtest_logreport(self, report: pytest.TestReport) -> None:

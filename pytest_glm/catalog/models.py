@@ -35,6 +35,12 @@ class ModelSpec:
     :param reference: one of the project's tiny reference models, built locally.
     :param prompt_vocab: latency prompts draw token ids from ``range(prompt_vocab)``: the ordinary tokens,
         below the first special token (GLM-4.5..4.7: ``<|endoftext|>`` = 151329; Flash: 154820).
+    :param active_params_b: parameters active per token, in billions (zai-org README: 355B-A32B, 106B-A12B,
+        30B-A3B); the SLO tiers' per-request decode speed depends on it (catalog/tiers.py). None: unknown.
+    :param num_layers: decoder layers (``num_hidden_layers``), for the KV cache estimate (catalog/kv_capacity.py).
+    :param kv_heads: ``num_key_value_heads`` (GQA); 0 for MLA.
+    :param head_dim: ``head_dim`` (GQA).
+    :param mla_dim: with MLA, what one layer caches per token: ``kv_lora_rank + qk_rope_head_dim`` (0: GQA).
     """
 
     model_id: str
@@ -49,6 +55,11 @@ class ModelSpec:
     reference: bool = False
     local_path: str | None = None
     prompt_vocab: int = 151329
+    active_params_b: float | None = None
+    num_layers: int = 0
+    kv_heads: int = 0
+    head_dim: int = 0
+    mla_dim: int = 0
 
     @property
     def has_mtp(self) -> bool:
@@ -60,12 +71,23 @@ class ModelSpec:
         return self.local_path or self.model_id
 
 
+#: KV geometry (glm-facts §2.1) and active parameters (§2.2) by shape: GLM-4.5/4.6/4.7 (355B-A32B, 92 layers,
+#: 8 KV heads of 128), GLM-4.5-Air (106B-A12B, 46 layers, 8 x 128), GLM-4.7-Flash (30B-A3B, 47 layers of MLA
+#: caching kv_lora_rank 512 + qk_rope_head_dim 64 per token).
+_SHAPES: dict[str, dict[str, Any]] = {
+    "355b": {"active_params_b": 32.0, "num_layers": 92, "kv_heads": 8, "head_dim": 128},
+    "air": {"active_params_b": 12.0, "num_layers": 46, "kv_heads": 8, "head_dim": 128},
+    "flash": {"active_params_b": 3.0, "num_layers": 47, "mla_dim": 576},
+}
+
+
 def _hub(model_id: str, family: str, ctx: int, weight_gib: float, *, mtp: bool,
          arch: str = "Glm4MoeForCausalLM", prompt_vocab: int = 151329) -> ModelSpec:
     precision = "fp8" if model_id.endswith("-FP8") else "bf16"
+    shape = "flash" if "Flash" in model_id else "air" if "Air" in model_id else "355b"
     return ModelSpec(model_id=model_id, family=family, architecture=arch, context_length=ctx, mtp_layers=1,
                      weight_gib=weight_gib, precision=precision, mtp_recommended=mtp,
-                     served_name=model_id.split("/", 1)[1].lower(), prompt_vocab=prompt_vocab)
+                     served_name=model_id.split("/", 1)[1].lower(), prompt_vocab=prompt_vocab, **_SHAPES[shape])
 
 
 # Weight sizes: total parameters (main model + MTP layer, glm-facts §2.2) x 2 bytes for BF16; the FP8
@@ -206,8 +228,19 @@ def spec_from_directory(path: Path) -> ModelSpec:
         mtp_layers=int(config.get("num_nextn_predict_layers", 0)),
         weight_gib=weights / GIB, precision=precision, mtp_recommended=family == "glm47",
         served_name=path.resolve().name.lower(), local_path=str(path), prompt_vocab=_prompt_vocab(config),
+        num_layers=int(config.get("num_hidden_layers") or 0),
+        kv_heads=0 if config.get("kv_lora_rank") else int(config.get("num_key_value_heads") or 0),
+        head_dim=int(config.get("head_dim") or 0),
+        mla_dim=int(config.get("kv_lora_rank") or 0) + int(config.get("qk_rope_head_dim") or 0)
+        if config.get("kv_lora_rank") else 0,
+        active_params_b=_ACTIVE_BY_LAYERS.get((arch, int(config.get("num_hidden_layers") or 0))),
     )
     return spec
+
+
+#: A local checkpoint of a known shape (architecture, layers) has that shape's active parameters.
+_ACTIVE_BY_LAYERS = {("Glm4MoeForCausalLM", 92): 32.0, ("Glm4MoeForCausalLM", 46): 12.0,
+                     ("Glm4MoeLiteForCausalLM", 47): 3.0}
 
 
 def _prompt_vocab(config: dict) -> int:

@@ -52,6 +52,11 @@ class Thresholds:
         keyed by figure name or ``default``; a negative value leaves the figure out.
     :param client_lag_ms: the most the load runner's own event loop may wake up late during a latency cell;
         past it the figures measure the client, not the server, and the cell fails saying so.
+    :param slo_tier: the SLO tier (catalog/tiers.py) under the ``slo`` tables: a figure no table sets takes
+        the tier's limit for the cell. None: no tier.
+    :param active_params_b: the model's active parameters (billions), which the tier's limits depend on.
+    :param slo_origin: where each ``slo`` value came from, in the same shape (key -> figure -> label such as
+        ``reference cpu.reference.toml`` or ``file glm47.toml``).
     """
 
     mtp_acceptance_rate: float = 0.80
@@ -67,13 +72,41 @@ class Thresholds:
     goodput_slo_ms: Mapping[str, float] = field(default_factory=lambda: MappingProxyType({}))
     baseline_tolerance: Mapping[str, float] = field(default_factory=lambda: MappingProxyType({"default": 0.10}))
     client_lag_ms: float = 100.0
+    slo_tier: str | None = None
+    active_params_b: float | None = None
+    slo_origin: Mapping[str, Mapping[str, str]] = field(default_factory=lambda: MappingProxyType({}))
 
-    def slo_limits(self, workload: str, batch: int) -> dict[str, float]:
-        """The latency thresholds of one cell: ``default``, then the workload's, then ``workload@batch``."""
-        limits: dict[str, float] = {}
+    def slo_limits(self, workload: str, batch: int, active_params_b: float | None = None) -> dict[str, float]:
+        """The latency thresholds of one cell: the tier's, then ``default``, then the workload's, then
+        ``workload@batch`` (each later one wins)."""
+        return {figure: limit for figure, (limit, _) in self.slo_limit_sources(workload, batch, active_params_b).items()}
+
+    def slo_limit_sources(self, workload: str, batch: int,
+                          active_params_b: float | None = None) -> dict[str, tuple[float, str]]:
+        """:meth:`slo_limits` with where each limit came from (``tier interactive``, ``file x.toml``...)."""
+        from pytest_glm.catalog import tiers
+
+        out: dict[str, tuple[float, str]] = {}
+        shape = self.workloads.get(workload)
+        if self.slo_tier and shape is not None:
+            active = active_params_b if active_params_b is not None else self.active_params_b
+            for figure, limit in tiers.limits(self.slo_tier, shape[0], shape[1], batch, active).items():
+                out[figure] = (limit, f"tier {self.slo_tier}")
         for key in ("default", workload, f"{workload}@{batch}"):
-            limits.update(self.slo.get(key, {}))
-        return limits
+            origin = self.slo_origin.get(key, {})
+            for figure, limit in self.slo.get(key, {}).items():
+                out[figure] = (limit, origin.get(figure, "profile"))
+        return out
+
+    def goodput_for(self, workload: str, active_params_b: float | None = None) -> Mapping[str, float]:
+        """The per-request SLO goodput counts against in one workload: ``goodput_slo_ms`` where set, else
+        the tier's."""
+        if self.goodput_slo_ms or not self.slo_tier or workload not in self.workloads:
+            return self.goodput_slo_ms
+        from pytest_glm.catalog import tiers
+
+        active = active_params_b if active_params_b is not None else self.active_params_b
+        return tiers.goodput_slo_ms(self.slo_tier, self.workloads[workload][0], active)
 
     def position_minimum(self, position: int) -> float:
         values = self.mtp_position_acceptance or (self.mtp_acceptance_rate,)
@@ -250,10 +283,21 @@ def for_reference_model(profile: Profile) -> Profile:
     path = REFERENCE_THRESHOLDS / f"{profile.name}.reference.toml"
     if not path.is_file():
         return profile
-    return replace(profile, thresholds=load_thresholds(path, profile.thresholds))
+    return replace(profile, thresholds=load_thresholds(path, profile.thresholds, f"reference {path.name}"))
 
 
-def load_thresholds(path: Path, base: Thresholds) -> Thresholds:
+def with_tier(profile: Profile, tier: str | None, model: ModelSpec | None) -> Profile:
+    """The profile whose latency cells fall back on ``tier`` (catalog/tiers.py) for the limits no threshold
+    table sets; ``None`` or ``none`` leaves it as it is."""
+    from pytest_glm.catalog.tiers import NO_TIER
+
+    if not tier or tier == NO_TIER:
+        return profile
+    active = model.active_params_b if model is not None else None
+    return replace(profile, thresholds=replace(profile.thresholds, slo_tier=tier, active_params_b=active))
+
+
+def load_thresholds(path: Path, base: Thresholds, source: str | None = None) -> Thresholds:
     """``base`` with the values of a TOML threshold file (top-level keys, or a ``[thresholds]`` table).
 
     Tables merge into the profile's: ``[slo.balanced]`` sets figures for every batch of that workload,
@@ -267,9 +311,13 @@ def load_thresholds(path: Path, base: Thresholds) -> Thresholds:
     except (OSError, tomllib.TOMLDecodeError) as exc:
         raise ConfigError("--glm-thresholds", f"cannot read {path}: {exc}") from exc
     data = data.get("thresholds", data)
-    known = {f.name for f in fields(Thresholds)}
+    known = {f.name for f in fields(Thresholds)} - {"slo_tier", "active_params_b", "slo_origin"}
     updates: dict[str, Any] = {}
     for key, value in data.items():
+        if key == "slo":
+            updates["slo"], updates["slo_origin"] = _slo_tables(path, value, base.slo, base.slo_origin,
+                                                                source or f"file {path.name}")
+            continue
         if key not in known:
             raise ConfigError("--glm-thresholds", f"{path}: unknown key {key!r}", f"known keys: {', '.join(sorted(known))}")
         updates[key] = _threshold_value(path, key, value, getattr(base, key))
@@ -285,8 +333,6 @@ def _number(value: Any) -> bool:
 
 
 def _threshold_value(path: Path, key: str, value: Any, default: Any) -> Any:
-    if key == "slo":
-        return _slo_tables(path, value, default)
     if key == "workloads":
         if not isinstance(value, dict):
             raise _bad(path, key, "a table of name = [prompt_tokens, output_tokens]", value)
@@ -320,12 +366,14 @@ def _threshold_value(path: Path, key: str, value: Any, default: Any) -> Any:
     return value
 
 
-def _slo_tables(path: Path, value: Any, default: Mapping[str, Mapping[str, float]]) -> Mapping[str, Any]:
+def _slo_tables(path: Path, value: Any, default: Mapping[str, Mapping[str, float]],
+                default_origin: Mapping[str, Mapping[str, str]], source: str) -> tuple[Mapping[str, Any], Mapping[str, Any]]:
     from pytest_glm.catalog.figures import FIGURES
 
     if not isinstance(value, dict):
         raise _bad(path, "slo", "tables like [slo.balanced] (figure = limit)", value)
     merged = {k: dict(v) for k, v in default.items()}
+    origin = {k: dict(v) for k, v in default_origin.items()}
     incoming: dict[str, dict[str, float]] = {}
 
     def figures_of(where: str, table: dict[str, Any]) -> dict[str, float]:
@@ -358,9 +406,12 @@ def _slo_tables(path: Path, value: Any, default: Mapping[str, Mapping[str, float
             if narrower != key and (key == "default" or narrower.startswith(f"{key}@")):
                 for figure in limits:
                     base_limits.pop(figure, None)
+                    origin.get(narrower, {}).pop(figure, None)
     for key, limits in incoming.items():
         merged.setdefault(key, {}).update(limits)
-    return MappingProxyType({k: MappingProxyType(v) for k, v in merged.items()})
+        origin.setdefault(key, {}).update(dict.fromkeys(limits, source))
+    return (MappingProxyType({k: MappingProxyType(v) for k, v in merged.items()}),
+            MappingProxyType({k: MappingProxyType(v) for k, v in origin.items()}))
 
 
 def check_fit(model: ModelSpec, profile: Profile) -> None:

@@ -259,7 +259,8 @@ def _known(note: str | None) -> str:
 
 #: Deployment keys shown by :func:`_deployment` in their own rows (any other key gets a generic row).
 _SHOWN = {"model", "family", "precision", "profile", "hardware", "endpoint", "served_model", "how", "vllm_version",
-          "vllm_notes", "mtp", "variants", "command", "flag_reasons", "serve_flags", "started_in_s", "memory_gib"}
+          "vllm_notes", "mtp", "variants", "command", "flag_reasons", "serve_flags", "started_in_s", "memory_gib",
+          "weights", "shape_run"}
 
 
 def _deployment(dep: Mapping[str, Any], data: Mapping[str, Any]) -> str:
@@ -270,7 +271,8 @@ def _deployment(dep: Mapping[str, Any], data: Mapping[str, Any]) -> str:
     facts: list[tuple[str, str]] = []
     model = esc(dep.get("model"))
     extra = ", ".join(esc(x) for x in (f"family {dep['family']}" if dep.get("family") else None,
-                                        dep.get("precision")) if x)
+                                        dep.get("precision"),
+                                        f"shape run: {dep['shape_run']}" if dep.get("shape_run") else None) if x)
     facts.append(("model", f"<b>{model}</b>" + (f" ({extra})" if extra else "")))
     hw = dep.get("hardware") or {}
     profile = f"<b>{esc(dep.get('profile'))}</b>"

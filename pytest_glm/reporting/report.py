@@ -65,6 +65,8 @@ class Figure:
     :param check: what was measured (``balanced-b8``, ``prose``, ``aggregate``).
     :param figure: the figure's name (``p99_ttft_ms``, ``acceptance_rate``).
     :param op: ``>=`` or ``<=`` against ``limit``; ``''`` for a figure reported without a threshold.
+    :param source: where ``limit`` came from (``tier interactive``, ``file glm47.toml``, ``reference
+        cpu.reference.toml``, ``--glm-baseline``); ``''`` when the gate itself sets it.
     """
 
     suite: str
@@ -74,6 +76,7 @@ class Figure:
     limit: float | None = None
     op: str = ""
     unit: str = ""
+    source: str = ""
 
     @property
     def passed(self) -> bool | None:
@@ -91,12 +94,12 @@ class Figure:
 
 
 def recorder(record_property: Callable[[str, object], None]) -> Callable[..., Figure]:
-    """A ``record(suite, check, figure, value, limit=None, op='', unit='')`` bound to one test."""
+    """A ``record(suite, check, figure, value, limit=None, op='', unit='', source='')`` bound to one test."""
 
     def record(suite: str, check: str, figure: str, value: float | None, limit: float | None = None,
-               op: str = "", unit: str = "") -> Figure:
+               op: str = "", unit: str = "", source: str = "") -> Figure:
         fig = Figure(suite, check, figure, None if value is None else float(value),
-                     None if limit is None else float(limit), op, unit)
+                     None if limit is None else float(limit), op, unit, source)
         record_property(*fig.as_property())
         return fig
 
@@ -248,7 +251,9 @@ class RunReport:
                     threshold = f"{f.op} {_num(f.limit)}" if f.op and f.limit is not None else ""
                     result = {True: "pass", False: "FAIL", None: "-"}[f.passed]
                     value = "n/a" if f.value is None else _num(f.value)
-                    lines.append(f"{f.check:<{w_check}}  {f.figure:<{w_fig}}  {value + f.unit:>12}  {threshold:>14}  {result}")
+                    source = f"  ({f.source})" if f.source and threshold else ""
+                    lines.append(f"{f.check:<{w_check}}  {f.figure:<{w_fig}}  {value + f.unit:>12}  {threshold:>14}  "
+                                 f"{result}{source}")
             tally = ", ".join(f"{n} {k}" for k, n in c.items() if n)
             lines.append(f"tests: {tally or 'none'}")
             for o in self.outcomes.values():
@@ -300,10 +305,14 @@ def _matrix(figures: list[Figure]) -> list[str]:
     def limit(f: Figure | None) -> str:
         return f"{f.op}{_num(f.limit)}" if f is not None and f.op and f.limit is not None else ""
 
+    def sources(check: str) -> str:
+        found = dict.fromkeys(f.source for f in figures if f.check == check and f.source and f.op)
+        return f" ({', '.join(found)})" if found else ""
+
     rows = [("check", [_header(c) for c in columns])]
     for check in checks:
         rows.append((check, [measured(cell.get((check, c))) for c in columns]))
-        rows.append(("  limit", [limit(cell.get((check, c))) for c in columns]))
+        rows.append((f"  limit{sources(check)}", [limit(cell.get((check, c))) for c in columns]))
     w_first = max(len(r[0]) for r in rows)
     widths = [max(len(r[1][i]) for r in rows) for i in range(len(columns))]
     lines = [f"{first:<{w_first}}  " + "  ".join(f"{v:>{w}}" for v, w in zip(values, widths, strict=True))

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import os
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 import httpx
@@ -37,6 +38,26 @@ class Capabilities:
     def served_context(self) -> int:
         """``max_model_len`` as /v1/models reports it (0: not reported)."""
         return int(self._fact("context", self.deployment.endpoint.max_model_len))
+
+    def kv_capacity(self) -> Any:
+        """The server's KV-cache capacity (catalog.kv_capacity.KVCapacity): from ``/metrics``
+        (``vllm:cache_config_info``), else from a launched server's log; None when neither says."""
+        return self._fact("kv capacity", self._probe_kv_capacity)
+
+    def _probe_kv_capacity(self) -> Any:
+        from pytest_glm.catalog.kv_capacity import from_log, from_metrics
+
+        try:
+            found = from_metrics(self.deployment.endpoint.metrics_text())
+        except Exception:  # an endpoint without /metrics: the log may say
+            found = None
+        log_path = getattr(self.deployment, "log_path", None)
+        if found is None and log_path:
+            try:
+                found = from_log(Path(log_path).read_text(encoding="utf-8", errors="replace"))
+            except OSError:
+                found = None
+        return found
 
     def tool_parser_problem(self) -> str | None:
         """Why tool calls cannot be asked for (``tool_choice`` auto is refused), or None."""

@@ -169,6 +169,10 @@ def build_serve_command(model: ModelSpec, profile: Profile, opts: ServeOptions, 
     if opts.prefix_caching is True and "--no-enable-prefix-caching" in profile_args:
         profile_args.remove("--no-enable-prefix-caching")
     args += profile_args
+    if opts.dummy_weights:
+        args += ["--load-format", "dummy"]
+        reasons.append(("--load-format dummy", "--glm-weights dummy: a shape run, the model's real shapes with random "
+                        "weights (nothing judged on what it answers)"))
     args += ["--host", opts.host]
     if opts.port:
         args += ["--port", str(opts.port)]

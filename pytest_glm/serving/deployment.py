@@ -35,6 +35,9 @@ from pytest_glm.serving.reference_server import servable
 
 Say = Callable[[str], None]
 
+#: How the report names a deployment served with --glm-weights dummy.
+SHAPE_RUN = "random weights (--glm-weights dummy)"
+
 
 @dataclass
 class Deployment:
@@ -58,6 +61,11 @@ class Deployment:
     server: ServerProcess | None = dataclasses.field(default=None, repr=False)
     server_pid: int | None = None  # on an xdist worker: the server the controller launched
     variants: tuple[str, ...] = ()  # --glm-variant names this deployment was launched with
+    weights: str = "real"  # --glm-weights: dummy is a shape run (random weights)
+
+    @property
+    def shape_run(self) -> bool:
+        return self.weights == "dummy"
 
     def check_alive(self) -> None:
         """Raise ServerDied (with the log tail) if the server this run launched has exited."""
@@ -151,6 +159,7 @@ class Deployment:
         state, p = self.to_state(), self.profile
         return {
             "model": state["model"]["model_id"], "family": state["model"]["family"],
+            "weights": self.weights, "shape_run": SHAPE_RUN if self.shape_run else None,
             "precision": state["model"]["precision"], "profile": state["profile"],
             "hardware": {"description": p.description, "accelerator": p.accelerator, "device": p.device,
                          "count": p.count, "memory_gib_each": round(p.memory_gib, 1)},
@@ -166,8 +175,9 @@ class Deployment:
         """The terminal's view of :meth:`to_report`: lines, never the API key."""
         r = self.to_report()
         how = "reused (--glm-keep-server)" if r["how"] == "reused" else r["how"]
+        shape = f", shape run: {SHAPE_RUN}" if r["shape_run"] else ""
         lines = [
-            f"model: {r['model']} (family {r['family']}, {r['precision']})",
+            f"model: {r['model']} (family {r['family']}, {r['precision']}{shape})",
             f"profile: {r['profile']} ({r['hardware']['description']})",
             f"endpoint: {r['endpoint']} [{how}], served model {r['served_model']}",
             f"vLLM: {r['vllm_version'] or 'unknown'}",
@@ -245,7 +255,9 @@ class DeploymentManager:
         model = cfg.model
         if model.reference:
             say(f"building reference model {model.model_id} in {cfg.cache_dir / 'models'}")
-        model = servable(model, cfg.cache_dir)
+        elif cfg.shape_run and model.local_path is None:
+            say(f"shape run: building {model.model_id}'s config, tokenizer and template in {cfg.cache_dir / 'models'}")
+        model = servable(model, cfg.cache_dir, shape_run=cfg.shape_run)
         serve = dataclasses.replace(cfg.serve, port=0)  # the port is added by ServerProcess
         command = build_serve_command(model, cfg.profile, serve, entry.version)
         endpoint_model = command.served_model_name
@@ -276,7 +288,8 @@ class DeploymentManager:
         deployment = Deployment(model=model, profile=cfg.profile, endpoint=endpoint,
                                 vllm_version=endpoint.version() or entry.version, command=command, launched=True,
                                 mtp=command.mtp, log_path=str(log_path), started_in=server.started_in,
-                                memory_gib=server.memory_gib(), server=server, variants=cfg.serve.variants)
+                                memory_gib=server.memory_gib(), server=server, variants=cfg.serve.variants,
+                                weights=cfg.weights)
         say(f"vLLM {deployment.vllm_version} ready at {server.base_url} {deployment.readiness()}")
         if cfg.keep_server:
             self._record(command, entry, deployment)

@@ -17,9 +17,15 @@ from pytest_glm.serving.command import ServeCommand, build_serve_command, resolv
 from pytest_glm.serving.launch import ServerProcess, free_port
 
 
-def servable(model: ModelSpec, cache_dir: Path) -> ModelSpec:
-    """The model as vLLM is handed it: a reference model built (once) and pointed at its directory; any
-    other model as it is."""
+def servable(model: ModelSpec, cache_dir: Path, *, shape_run: bool = False) -> ModelSpec:
+    """The model as vLLM is handed it: a reference model built (once) and pointed at its directory; for a
+    shape run (--glm-weights dummy) a registered model's directory of config, tokenizer and template built
+    (once, reference/shape.py; a reference model's own directory serves, its weights unread); any other
+    model as it is."""
+    if shape_run and not model.reference and model.local_path is None:
+        from pytest_glm.reference.shape import ensure_shape_model
+
+        return with_local_path(model, ensure_shape_model(model, cache_dir))
     if not model.reference:
         return model
     from pytest_glm.reference import ensure_reference_model

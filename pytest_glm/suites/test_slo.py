@@ -16,7 +16,9 @@ import zlib
 
 import pytest
 
+from pytest_glm.catalog import latency_grid
 from pytest_glm.catalog.figures import lower_is_better
+from pytest_glm.catalog.kv_capacity import beyond
 from pytest_glm.measuring.load import Workload, random_prompts
 from pytest_glm.measuring.metrics import parse
 from pytest_glm.measuring.slo import Finding, check, figures, table
@@ -41,9 +43,11 @@ RUN_NONCE = int.from_bytes(os.urandom(4), "big")
 
 def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
     if "slo_cell" in metafunc.fixturenames:
-        thresholds = glm_config_of(metafunc.config).profile.thresholds
-        cells = [Workload(name, *shape) for name, shape in thresholds.workloads.items()]
-        params = [(w, b) for w in cells for b in thresholds.batch_sizes]
+        glm = glm_config_of(metafunc.config)
+        thresholds = glm.profile.thresholds
+        cells = (latency_grid.quick(thresholds, glm.kv_estimate()) if glm.quick  # --glm-quick: a first look
+                 else latency_grid.grid(thresholds))
+        params = [(Workload(name, *thresholds.workloads[name]), b) for name, b in cells]
         metafunc.parametrize("slo_cell", params, ids=[f"{w.name}-b{b}" for w, b in params])
 
 
@@ -53,7 +57,7 @@ HEADLINE = ("median_ttft_ms", "p99_ttft_ms", "median_tpot_ms", "p99_tpot_ms", "m
 
 
 def test_latency_slo(slo_cell, glm_deployment, glm_load_runner, glm_baseline, benchmark, request, glm_record,
-                     glm_plots_dir, glm_capabilities):
+                     glm_plots_dir, glm_capabilities, glm_config):
     workload, batch = slo_cell
     thresholds = glm_deployment.profile.thresholds
     context = glm_capabilities.served_context()
@@ -61,6 +65,11 @@ def test_latency_slo(slo_cell, glm_deployment, glm_load_runner, glm_baseline, be
         glm_capabilities.refuse("context", f"{workload} needs {workload.input_len + workload.output_len} tokens of "
                                 f"context; the server's max_model_len is {context} (raise --glm-max-model-len, or "
                                 f"change the workload in the threshold file)")
+    # The server's own KV capacity (/metrics, else its log), else the estimate --collect-only showed.
+    capacity = glm_capabilities.kv_capacity() or glm_config.kv_estimate()
+    if why := beyond(capacity, batch, workload.input_len, workload.output_len):
+        pytest.skip(f"{workload} at batch {batch}: {why}")
+    active = glm_deployment.model.active_params_b
 
     count = max(batch * thresholds.slo_rounds, MIN_REQUESTS)
     seed = zlib.crc32(f"{workload.name}/{batch}/{RUN_NONCE}".encode())
@@ -82,13 +91,14 @@ def test_latency_slo(slo_cell, glm_deployment, glm_load_runner, glm_baseline, be
                     f"{r.output_tokens} output tokens for {workload.input_len} / {workload.output_len} with ignore_eos "
                     f"(usage from the server)", pytrace=False)
 
-    measured = figures(result, thresholds.goodput_slo_ms)
+    measured = figures(result, thresholds.goodput_for(workload.name, active))
     cell = Cell(name=request.node.name, workload=workload.name, input_len=workload.input_len,
                 output_len=workload.output_len, batch=batch, figures=measured, model=glm_deployment.model.model_id,
                 profile=glm_deployment.profile.name, vllm_version=glm_deployment.vllm_version)
     benchmark.extra_info[EXTRA_INFO_KEY] = cell.record()
 
-    limits = thresholds.slo_limits(workload.name, batch)
+    sourced = thresholds.slo_limit_sources(workload.name, batch, active)
+    limits = {figure: limit for figure, (limit, _) in sourced.items()}
     check_name = f"{workload.name}-b{batch}"
     glm_record("slo", check_name, "prefix_cache_hit_rate", hit_rate, MAX_PREFIX_HIT_RATE, "<=")
     if hit_rate is not None and hit_rate > MAX_PREFIX_HIT_RATE:
@@ -98,7 +108,9 @@ def test_latency_slo(slo_cell, glm_deployment, glm_load_runner, glm_baseline, be
     for figure in dict.fromkeys([*HEADLINE, *limits]):
         limit = limits.get(figure)
         op = "" if limit is None else ("<=" if lower_is_better(figure) else ">=")
-        glm_record("slo", check_name, figure, measured.get(figure), limit, op, " ms" if figure.endswith("_ms") else "")
+        source = sourced[figure][1] if figure in sourced else ""
+        glm_record("slo", check_name, figure, measured.get(figure), limit, op, " ms" if figure.endswith("_ms") else "",
+                   source)
     if result.retried:  # sent again after the server closed their kept-alive connection (see pytest_glm.measuring.load)
         glm_record("slo", check_name, "retried_requests", result.retried, None, "", "")
     lag_ms = result.client_lag * 1000
@@ -119,10 +131,11 @@ def test_latency_slo(slo_cell, glm_deployment, glm_load_runner, glm_baseline, be
     elif not limits:
         pytest.skip(f"no SLO thresholds for {workload.name} at batch {batch} on profile {glm_deployment.profile.name} "
                     f"and no --glm-baseline: figures recorded, nothing to judge (set [slo.{workload.name}] in "
-                    f"--glm-thresholds)")
+                    f"--glm-thresholds, or a tier: --glm-slo-tier interactive)")
     if findings:
+        judges = " + ".join(dict.fromkeys(src for _, src in sourced.values())) or "--glm-baseline"
         head = (f"{workload} at batch {batch}, {len(result.records)} requests, vLLM {glm_deployment.vllm_version}: "
-                f"{len(findings)} figure(s) out of bounds")
+                f"{len(findings)} figure(s) out of bounds (limits: {judges})")
         pytest.fail("\n".join([head, *(f"  - {f}" for f in findings), table(measured)]), pytrace=False)
 
 

@@ -18,9 +18,10 @@ from aiohttp import web
 
 
 def make_app(delay: float = 0.0, fail_every: int = 0, tokens_per_chunk: int = 1,
-             drop: str = "") -> web.Application:
+             drop: str = "", metrics: str = "") -> web.Application:
     """``drop="reused"``: close a connection without answering when a second request comes on it (a keep-alive
-    timer that fired as the request arrived); ``drop="all"``: close every connection without answering."""
+    timer that fired as the request arrived); ``drop="all"``: close every connection without answering.
+    ``metrics``: the text ``/metrics`` answers (a vLLM's ``vllm:cache_config_info``, for the KV-capacity tests)."""
     counter = {"n": 0}
     served: dict[object, int] = {}
 
@@ -60,7 +61,15 @@ def make_app(delay: float = 0.0, fail_every: int = 0, tokens_per_chunk: int = 1,
     async def models(request: web.Request) -> web.Response:
         return web.json_response({"data": [{"id": "stub", "max_model_len": 1 << 20}]})
 
+    async def metrics_text(request: web.Request) -> web.Response:
+        return web.Response(text=metrics, content_type="text/plain")
+
+    async def version(request: web.Request) -> web.Response:
+        return web.json_response({"version": "0.0.0-stub"})
+
     app = web.Application()
+    app.router.add_get("/metrics", metrics_text)
+    app.router.add_get("/version", version)
     app.router.add_post("/v1/completions", completions)
     app.router.add_get("/health", health)
     app.router.add_get("/v1/models", models)

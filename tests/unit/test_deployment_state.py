@@ -39,7 +39,9 @@ def test_the_report_and_the_terminal_render_the_state() -> None:
     d = _deployment()
     report = d.to_report()
     assert set(report) == {"model", "family", "precision", "profile", "hardware", "endpoint", "served_model", "how",
-                           "vllm_version", "vllm_notes", "mtp", "variants", "command", "flag_reasons", "serve_flags", "started_in_s", "memory_gib"}
+                           "vllm_version", "vllm_notes", "mtp", "variants", "command", "flag_reasons", "serve_flags", "started_in_s", "memory_gib",
+                           "weights", "shape_run"}
+    assert (report["weights"], report["shape_run"]) == ("real", None)
     assert report["model"] == "glm-tiny" and report["how"] == "launched" and report["memory_gib"] == 3.85
     assert "sk-secret" not in json.dumps(report["serve_flags"]) + report["command"]
     lines = d.describe()

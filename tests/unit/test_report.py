@@ -75,7 +75,7 @@ def test_collects_suites_figures_and_outcomes_and_scrubs_the_key(tmp_path: Path)
     assert data["schema"] == SCHEMA and data["verdict"] == "fail"
     assert data["suites"]["slo"]["figures"][0] == {"suite": "slo", "check": "balanced-b8", "figure": "p99_ttft_ms",
                                                    "value": 120.0, "limit": 100.0, "op": "<=", "unit": " ms",
-                                                   "passed": False}
+                                                   "source": "", "passed": False}
     case = data["suites"]["slo"]["cases"][0]
     assert case["outcome"] == "failed" and case["message"].startswith("AssertionError: p99 too high for key ***")
     assert case["duration_s"] == 1.5
