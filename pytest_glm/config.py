@@ -16,8 +16,19 @@ from typing import Any, Literal
 
 import pytest
 
+from pytest_glm.catalog import kv_capacity
+from pytest_glm.catalog.kv_capacity import KVCapacity
 from pytest_glm.catalog.models import DEFAULT_MODEL, ModelSpec, resolve_model
-from pytest_glm.catalog.profiles import Profile, check_fit, for_reference_model, load_thresholds, resolve_profile
+from pytest_glm.catalog.profiles import (
+    Profile,
+    check_fit,
+    for_reference_model,
+    load_thresholds,
+    resolve_profile,
+    with_tier,
+)
+from pytest_glm.catalog.tiers import DEFAULT_TIER, check_tier
+from pytest_glm.catalog.tiers import known as known_tiers
 from pytest_glm.catalog.variants import resolve_variants
 from pytest_glm.exceptions import ConfigError
 
@@ -120,6 +131,12 @@ OPTIONS: tuple[Option, ...] = (
     Option("server_log", "File for the launched server's log. Default: glm/vllm-server.log in pytest's basetemp."),
     Option("thresholds", "TOML file overriding the profile's thresholds (mtp_acceptance_rate, slo tables, "
            "workloads, batch_sizes, baseline_tolerance...; see docs/thresholds.md)."),
+    Option("slo_tier", f"SLO tier judging the latency cells that no threshold file or reference file sets: "
+           f"interactive (TTFT by prompt size, decode speed by active parameters), batch (throughput) or none "
+           f"(record and skip). Default: {DEFAULT_TIER} for a real GLM model; the reference models keep their "
+           f"measured limits (docs/thresholds.md)."),
+    Option("quick", "Run only a few latency cells for a first look: per workload the smallest batch size and "
+           "the largest one the KV cache holds (docs/thresholds.md).", "flag"),
     Option("baseline", "A stored run of the slo suite (pytest-benchmark JSON: --benchmark-json=FILE, or a file "
            "that --benchmark-save wrote); every latency figure worse than it by more than its tolerance "
            "(default 10 %) fails. The check to run when a new vLLM wheel comes out."),
@@ -177,11 +194,23 @@ class GLMConfig:
     plots: Path | None = None
     html: Path | None = None  # --glm-html
     soak_s: float | None = None  # --glm-soak, seconds
+    quick: bool = False  # --glm-quick
     weights: str = "real"  # --glm-weights: real, or dummy (a shape run: random weights)
 
     @property
     def shape_run(self) -> bool:
         return self.weights == "dummy"
+
+    def kv_estimate(self) -> KVCapacity | None:
+        """The KV cache this configuration would get, estimated from the model's config and the profile (for
+        collection, before any server is up; catalog/kv_capacity.py)."""
+        if self.model is None:
+            return None
+        mtp = self.serve.mtp if self.serve.mtp is not None else (self.model.mtp_recommended and self.model.has_mtp)
+        return kv_capacity.estimate(self.model, self.profile, tp=self.serve.tp, dp=self.serve.dp,
+                                    gpu_memory_utilization=self.serve.gpu_memory_utilization, mtp=mtp,
+                                    dtype_bytes=kv_capacity.kv_dtype_bytes((*self.profile.serve_args,
+                                                                            *self.serve.extra_args)))
 
     def __repr__(self) -> str:  # the API key never appears
         return (f"GLMConfig(model={self.model.model_id if self.model else None!r}, profile={self.profile.name!r}, "
@@ -343,6 +372,12 @@ def resolve(values: dict[str, Any]) -> GLMConfig:
     else:
         model = None if base_url else resolve_model(DEFAULT_MODEL)
     profile = resolve_profile(values["profile"] or "auto")
+    tier = values.get("slo_tier")
+    if tier is not None and (why := check_tier(tier)):
+        raise ConfigError("--glm-slo-tier", why, f"known tiers: {known_tiers()}")
+    if tier is None and not (model is not None and model.reference):
+        tier = DEFAULT_TIER  # a real model (or one recognised from the endpoint); the reference models need none
+    profile = with_tier(profile, tier, model)
     if model is not None and model.reference:
         profile = for_reference_model(profile)
     if values["thresholds"]:
@@ -403,4 +438,5 @@ def resolve(values: dict[str, Any]) -> GLMConfig:
         report=report, plots=plots, html=html,
         soak_s=parse_duration(values["soak"]),
         weights=weights,
+        quick=bool(values.get("quick")),
     )

@@ -28,7 +28,7 @@ from typing import Any
 
 import pytest
 
-from pytest_glm.catalog import versions
+from pytest_glm.catalog import latency_grid, versions
 from pytest_glm.config import GLMConfig
 from pytest_glm.exceptions import ConfigError, DeploymentError
 from pytest_glm.reporting import baseline, compare
@@ -76,6 +76,23 @@ def needs_server(items: list[pytest.Item]) -> bool:
 
 def _shape_marked(item: pytest.Item) -> bool:
     return any(m.kwargs.get("reason") == SHAPE_SKIP_REASON for m in item.iter_markers("skip"))
+
+
+def latency_plan_lines(glm: GLMConfig, items: list[pytest.Item]) -> list[str]:
+    """:func:`catalog.latency_grid.summary` of the collected latency cells (``slo_cell`` parameters)."""
+    cells = []
+    for item in items:
+        param = getattr(getattr(item, "callspec", None), "params", {}).get("slo_cell")
+        if param is not None:
+            cells.append((param[0].name, param[1]))
+    if not cells:
+        return []
+    thresholds = glm.profile.thresholds
+    capacity = glm.kv_estimate()
+    active = glm.model.active_params_b if glm.model else None
+    known = [(w, b) for w, b in dict.fromkeys(cells) if w in thresholds.workloads]
+    plans = latency_grid.plan(thresholds, known, capacity, active, baseline=glm.baseline is not None)
+    return latency_grid.summary(plans, capacity, thresholds.slo_tier)
 
 
 class GLMSession:
@@ -236,6 +253,13 @@ class GLMSession:
             for item in items:
                 if shape_skipped(item):
                     item.add_marker(pytest.mark.skip(reason=SHAPE_SKIP_REASON))
+
+    def pytest_report_collectionfinish(self, config: pytest.Config, items: list[pytest.Item]) -> list[str]:
+        """After "collected N items": the latency cells, what judges each one, and those beyond the KV cache
+        (estimated from the model's config: no server is up yet; each cell checks the server's figure)."""
+        if self.is_worker:
+            return []
+        return latency_plan_lines(self.glm, items)
 
     def pytest_report_header(self, config: pytest.Config) -> list[str]:
         g = self.glm
