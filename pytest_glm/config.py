@@ -132,7 +132,8 @@ OPTIONS: tuple[Option, ...] = (
     Option("thresholds", "TOML file overriding the profile's thresholds (mtp_acceptance_rate, slo tables, "
            "workloads, batch_sizes, baseline_tolerance...; see docs/thresholds.md)."),
     Option("slo_tier", f"SLO tier judging the latency cells that no threshold file or reference file sets: "
-           f"interactive (TTFT by prompt size, decode speed by active parameters), batch (throughput) or none "
+           f"auto (interactive up to batch 16, batch above), interactive (TTFT by prompt size, decode speed by "
+           f"active parameters), batch (throughput) or none "
            f"(record and skip). Default: {DEFAULT_TIER} for a real GLM model; the reference models keep their "
            f"measured limits (docs/thresholds.md)."),
     Option("quick", "Run only a few latency cells for a first look: per workload the smallest batch size and "

@@ -71,6 +71,14 @@ def quick(thresholds: Thresholds, capacity: KVCapacity | None) -> list[tuple[str
     return out
 
 
+def _tier_text(tier: str | None) -> str:
+    from pytest_glm.catalog import tiers
+
+    if tier == tiers.AUTO:
+        return f"auto ({tiers.INTERACTIVE} up to batch {tiers.INTERACTIVE_MAX_BATCH}, {tiers.BATCH} above)"
+    return tier or "none"
+
+
 def summary(plans: list[CellPlan], capacity: KVCapacity | None, tier: str | None) -> list[str]:
     """The lines ``--collect-only`` (and the start of a run) prints about the latency cells."""
     if not plans:
@@ -79,7 +87,7 @@ def summary(plans: list[CellPlan], capacity: KVCapacity | None, tier: str | None
     held = sum(1 for p in plans if p.not_runnable)
     head = (f"pytest-glm: {len(plans)} latency cells: {judged} judged, {held} beyond the KV cache (skipped before "
             f"any request), {len(plans) - judged - held} without limits (recorded, skipped); tier: "
-            f"{tier or 'none'}")
+            f"{_tier_text(tier)}")
     cap = ("KV cache: unknown (no server figure yet and no estimate for this model and profile)" if capacity is None
            else f"KV cache: {capacity.describe()}" + ("; the server's own figure replaces it once it is up"
                                                         if capacity.estimated else ""))

@@ -90,15 +90,16 @@ class Thresholds:
         shape = self.workloads.get(workload)
         if self.slo_tier and shape is not None:
             active = active_params_b if active_params_b is not None else self.active_params_b
-            for figure, limit in tiers.limits(self.slo_tier, shape[0], shape[1], batch, active).items():
-                out[figure] = (limit, f"tier {self.slo_tier}")
+            name = tiers.for_cell(self.slo_tier, batch)
+            for figure, limit in tiers.limits(name, shape[0], shape[1], batch, active).items():
+                out[figure] = (limit, f"tier {name}")
         for key in ("default", workload, f"{workload}@{batch}"):
             origin = self.slo_origin.get(key, {})
             for figure, limit in self.slo.get(key, {}).items():
                 out[figure] = (limit, origin.get(figure, "profile"))
         return out
 
-    def goodput_for(self, workload: str, active_params_b: float | None = None) -> Mapping[str, float]:
+    def goodput_for(self, workload: str, active_params_b: float | None = None, batch: int = 1) -> Mapping[str, float]:
         """The per-request SLO goodput counts against in one workload: ``goodput_slo_ms`` where set, else
         the tier's."""
         if self.goodput_slo_ms or not self.slo_tier or workload not in self.workloads:
@@ -106,7 +107,7 @@ class Thresholds:
         from pytest_glm.catalog import tiers
 
         active = active_params_b if active_params_b is not None else self.active_params_b
-        return tiers.goodput_slo_ms(self.slo_tier, self.workloads[workload][0], active)
+        return tiers.goodput_slo_ms(self.slo_tier, self.workloads[workload][0], active, batch)
 
     def position_minimum(self, position: int) -> float:
         values = self.mtp_position_acceptance or (self.mtp_acceptance_rate,)

@@ -16,6 +16,11 @@ from types import MappingProxyType
 
 INTERACTIVE = "interactive"
 BATCH = "batch"
+#: Each cell by its batch size: ``interactive`` up to :data:`INTERACTIVE_MAX_BATCH` concurrent requests,
+#: ``batch`` above. A deployment is not healthy or broken by whether 512 simultaneous 8000-token prompts
+#: each see their first token within 5 s (no serving stack does that): at that load the question a
+#: published SLO answers is throughput, so judging every cell as interactive would fail healthy deployments.
+AUTO = "auto"
 #: ``--glm-slo-tier none``: no tier; a cell without limits is recorded and skipped, as before tiers.
 NO_TIER = "none"
 TIERS: Mapping[str, str] = MappingProxyType({
@@ -23,8 +28,18 @@ TIERS: Mapping[str, str] = MappingProxyType({
                  "p99 inter-token gaps, goodput",
     BATCH: "throughput: a slower per-request decode floor and an aggregate output-token rate; no TTFT",
 })
+#: The largest batch ``auto`` judges as interactive: the concurrency of TokenHub-Vendor-Verifier's and the
+#: seed guide's published latency runs (16 prompts) is inside it, GuideLLM's chat examples too.
+INTERACTIVE_MAX_BATCH = 16
 #: The tier a real (non-reference) model is judged by when --glm-slo-tier does not say.
-DEFAULT_TIER = INTERACTIVE
+DEFAULT_TIER = AUTO
+
+
+def for_cell(tier: str, batch: int) -> str:
+    """The tier that judges a cell of ``batch`` concurrent requests under ``tier`` (``auto`` resolved)."""
+    if tier == AUTO:
+        return INTERACTIVE if batch <= INTERACTIVE_MAX_BATCH else BATCH
+    return tier
 
 #: TokenHub-Vendor-Verifier README, "TTFT / Request Success Rate" (published acceptance table): P90 TTFT in ms
 #: by prompt tokens, upper bound exclusive. <6K and 6-16K are both 5 s.
@@ -72,6 +87,7 @@ def otps_floor(tier: str, active_params_b: float | None) -> float:
 def limits(tier: str, prompt_tokens: int, output_tokens: int, batch: int,
            active_params_b: float | None) -> dict[str, float]:
     """The figures (``vllm bench serve`` names) a cell must meet under ``tier``; {} for no tier."""
+    tier = for_cell(tier, batch)
     tpot = round(1000.0 / otps_floor(tier, active_params_b), 1) if tier in TIERS else 0.0
     if tier == INTERACTIVE:
         return {"median_ttft_ms": _bucket(TTFT_P50_MS, prompt_tokens),
@@ -83,19 +99,20 @@ def limits(tier: str, prompt_tokens: int, output_tokens: int, batch: int,
     return {}
 
 
-def goodput_slo_ms(tier: str, prompt_tokens: int, active_params_b: float | None) -> dict[str, float]:
+def goodput_slo_ms(tier: str, prompt_tokens: int, active_params_b: float | None,
+                   batch: int = 1) -> dict[str, float]:
     """The per-request SLO goodput counts against under ``tier`` (keys ttft, tpot); {} without one."""
-    if tier != INTERACTIVE:
+    if for_cell(tier, batch) != INTERACTIVE:
         return {}
     return {"ttft": _bucket(TTFT_P90_MS, prompt_tokens), "tpot": round(1000.0 / otps_floor(tier, active_params_b), 1)}
 
 
 def check_tier(name: str) -> str | None:
     """Why ``name`` is not a tier (None when it is one, or ``none``)."""
-    if name in TIERS or name == NO_TIER:
+    if name in TIERS or name in (AUTO, NO_TIER):
         return None
     return f"unknown SLO tier {name!r}"
 
 
 def known() -> str:
-    return ", ".join([*TIERS, NO_TIER])
+    return ", ".join([AUTO, *TIERS, NO_TIER])

@@ -91,7 +91,7 @@ def test_latency_slo(slo_cell, glm_deployment, glm_load_runner, glm_baseline, be
                     f"{r.output_tokens} output tokens for {workload.input_len} / {workload.output_len} with ignore_eos "
                     f"(usage from the server)", pytrace=False)
 
-    measured = figures(result, thresholds.goodput_for(workload.name, active))
+    measured = figures(result, thresholds.goodput_for(workload.name, active, batch))
     cell = Cell(name=request.node.name, workload=workload.name, input_len=workload.input_len,
                 output_len=workload.output_len, batch=batch, figures=measured, model=glm_deployment.model.model_id,
                 profile=glm_deployment.profile.name, vllm_version=glm_deployment.vllm_version)

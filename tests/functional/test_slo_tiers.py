@@ -28,7 +28,7 @@ def test_an_unknown_tier_is_one_line_naming_the_option_and_the_tiers(pytester: p
                                            "-p", "no:cacheprovider")
     assert result.ret == pytest.ExitCode.USAGE_ERROR
     errors = [line for line in result.stderr.lines if line.strip()]
-    assert errors == ["ERROR: --glm-slo-tier: unknown SLO tier 'fast'", "  known tiers: interactive, batch, none"]
+    assert errors == ["ERROR: --glm-slo-tier: unknown SLO tier 'fast'", "  known tiers: auto, interactive, batch, none"]
 
 
 def test_collect_only_shows_the_tier_and_the_cells_beyond_the_estimated_cache(pytester: pytest.Pytester) -> None:
@@ -38,12 +38,13 @@ def test_collect_only_shows_the_tier_and_the_cells_beyond_the_estimated_cache(py
     assert result.ret == 0
     result.stdout.fnmatch_lines([
         "pytest-glm: 21 latency cells: 11 judged, 10 beyond the KV cache (skipped before any request), 0 without "
-        "limits (recorded, skipped); tier: interactive",
+        "limits (recorded, skipped); tier: auto (interactive up to batch 16, batch above)",
         "  KV cache: ~446,603 tokens (an estimate from the model config and the profile: *; the server's own "
         "figure replaces it once it is up",
-        "  prompt_heavy-b32   8000/1000  judged by tier interactive",
+        "  prompt_heavy-b16   8000/1000  judged by tier interactive",
+        "  prompt_heavy-b32   8000/1000  judged by tier batch",
         "  prompt_heavy-b64   8000/1000  beyond the KV cache: needs 576,000 tokens",
-        "  balanced-b128      1000/1000  judged by tier interactive",
+        "  balanced-b128      1000/1000  judged by tier batch",
         "  balanced-b256      1000/1000  beyond the KV cache: needs 512,000 tokens",
     ])
     quick = pytester.runpytest_subprocess(str(SUITES / "test_slo.py"), "--collect-only", "-q", "--glm-quick",

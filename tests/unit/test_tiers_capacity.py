@@ -61,7 +61,7 @@ def test_a_threshold_file_overrides_the_tier_figure_by_figure(tmp_path: Path) ->
 
 def test_real_models_get_the_default_tier_and_reference_models_their_files() -> None:
     real = resolve({**option_defaults(), "model": "zai-org/GLM-4.7-FP8", "profile": "h200x4", "base_url": None})
-    assert real.profile.thresholds.slo_tier == "interactive"
+    assert real.profile.thresholds.slo_tier == "auto"
     assert real.profile.thresholds.active_params_b == 32.0
     tiny = resolve({**option_defaults(), "model": "glm-tiny", "profile": "h200x1"})
     assert tiny.profile.thresholds.slo_tier is None
@@ -75,7 +75,7 @@ def test_real_models_get_the_default_tier_and_reference_models_their_files() -> 
 def test_an_unknown_tier_names_the_option_and_the_tiers() -> None:
     with pytest.raises(ConfigError) as err:
         resolve({**option_defaults(), "model": "zai-org/GLM-4.7-FP8", "profile": "h200x4", "slo_tier": "fast"})
-    assert "--glm-slo-tier" in str(err.value) and "interactive, batch, none" in str(err.value)
+    assert "--glm-slo-tier" in str(err.value) and "auto, interactive, batch, none" in str(err.value)
 
 
 # -- KV capacity -----------------------------------------------------------------------------------------
@@ -169,3 +169,15 @@ def test_plan_and_quick_selection() -> None:
     lines = latency_grid.summary(plans, cap, "interactive")
     assert lines[0].startswith("pytest-glm: 21 latency cells: 11 judged, 10 beyond the KV cache")
     assert "an estimate from the model config" in lines[1]
+
+
+def test_auto_judges_small_batches_as_interactive_and_large_ones_as_throughput():
+    from pytest_glm.catalog import tiers
+
+    assert tiers.for_cell("auto", 1) == tiers.for_cell("auto", 16) == "interactive"
+    assert tiers.for_cell("auto", 32) == tiers.for_cell("auto", 512) == "batch"
+    assert tiers.for_cell("interactive", 512) == "interactive"  # asked for: every cell
+    assert "p90_ttft_ms" in tiers.limits("auto", 8000, 1000, 16, 32.0)
+    big = tiers.limits("auto", 8000, 1000, 64, 32.0)
+    assert "p90_ttft_ms" not in big and big["output_throughput"] == 64 * 10.0
+    assert tiers.goodput_slo_ms("auto", 8000, 32.0, batch=64) == {}
