@@ -11,6 +11,7 @@ from __future__ import annotations
 import hashlib
 import json
 import shutil
+from collections.abc import Callable
 from importlib import resources
 from pathlib import Path
 from typing import Any
@@ -85,9 +86,10 @@ def _fingerprint(name: str) -> str:
     return digest.hexdigest()[:12]
 
 
-def ensure_reference_model(name: str, cache_dir: Path) -> Path:
-    """The built directory of reference model ``name``, building it if this content was never built."""
-    target = cache_dir / "models" / f"{name}-{_fingerprint(name)}"
+def build_once(target: Path, write: Callable[[Path], None]) -> Path:
+    """``target``, built by ``write`` into a staging directory renamed into place, unless a complete one is
+    there: concurrent runs (xdist workers, two pytest runs) build it once, and an interrupted build is never
+    taken for a complete one."""
     if (target / ".complete").is_file():
         return target
     target.parent.mkdir(parents=True, exist_ok=True)
@@ -97,11 +99,16 @@ def ensure_reference_model(name: str, cache_dir: Path) -> Path:
         staging = target.with_name(target.name + ".partial")
         shutil.rmtree(staging, ignore_errors=True)
         staging.mkdir()
-        _write(name, staging)
+        write(staging)
         shutil.rmtree(target, ignore_errors=True)
         staging.rename(target)
         (target / ".complete").write_text("ok\n")
     return target
+
+
+def ensure_reference_model(name: str, cache_dir: Path) -> Path:
+    """The built directory of reference model ``name``, building it if this content was never built."""
+    return build_once(cache_dir / "models" / f"{name}-{_fingerprint(name)}", lambda staging: _write(name, staging))
 
 
 def _write(name: str, directory: Path) -> None:

@@ -14,16 +14,13 @@ from __future__ import annotations
 
 import hashlib
 import json
-import shutil
 import string
 from pathlib import Path
 from typing import Any
 
-from filelock import FileLock
-
 from pytest_glm.catalog import architectures
 from pytest_glm.catalog.models import ModelSpec
-from pytest_glm.reference.build import _template
+from pytest_glm.reference.build import _template, build_once
 from pytest_glm.reference.tokenizer import SPECIAL_TOKENS, STOP_TOKENS, TAG_TOKENS, _byte_symbols
 
 SHAPE_VERSION = 1
@@ -89,21 +86,8 @@ def _fingerprint(spec: ModelSpec) -> str:
 def ensure_shape_model(spec: ModelSpec, cache_dir: Path) -> Path:
     """The built shape-run directory of registered model ``spec``, building it if this content never was."""
     name = spec.model_id.rsplit("/", 1)[-1].lower()
-    target = cache_dir / "models" / f"shape-{name}-{_fingerprint(spec)}"
-    if (target / ".complete").is_file():
-        return target
-    target.parent.mkdir(parents=True, exist_ok=True)
-    with FileLock(str(target) + ".lock", timeout=600):
-        if (target / ".complete").is_file():
-            return target
-        staging = target.with_name(target.name + ".partial")
-        shutil.rmtree(staging, ignore_errors=True)
-        staging.mkdir()
-        write_shape_model(spec, staging)
-        shutil.rmtree(target, ignore_errors=True)
-        staging.rename(target)
-        (target / ".complete").write_text("ok\n")
-    return target
+    return build_once(cache_dir / "models" / f"shape-{name}-{_fingerprint(spec)}",
+                      lambda staging: write_shape_model(spec, staging))
 
 
 def write_shape_model(spec: ModelSpec, directory: Path) -> None:

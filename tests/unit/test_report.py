@@ -2,35 +2,15 @@
 
 from __future__ import annotations
 
+import functools
 import json
-from dataclasses import dataclass, field
 from pathlib import Path
 
 from pytest_glm.reporting.report import SCHEMA, Figure, RunReport, recorder
+from tests.helpers.report_data import PhaseReport
 
-
-@dataclass
-class FakeReport:
-    nodeid: str
-    when: str
-    outcome: str = "passed"
-    keywords: dict = field(default_factory=dict)
-    user_properties: list = field(default_factory=list)
-    duration: float = 0.5
-    longreprtext: str = ""
-    longrepr: object = None
-
-    @property
-    def passed(self) -> bool:
-        return self.outcome == "passed"
-
-    @property
-    def failed(self) -> bool:
-        return self.outcome == "failed"
-
-    @property
-    def skipped(self) -> bool:
-        return self.outcome == "skipped"
+#: A phase report as RunReport.add reads it; half a second a phase (the durations asserted below).
+FakeReport = functools.partial(PhaseReport, duration=0.5)
 
 
 def phases(nodeid: str, suite: str, outcome: str = "passed", props: list | None = None, text: str = "") -> list:
