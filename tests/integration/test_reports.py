@@ -35,8 +35,9 @@ def test_report_junit_plots_and_no_secret_anywhere(pytester: pytest.Pytester, tm
     for suite in ("preflight", "tool_calling", "mtp", "slo"):
         assert f"pytest-glm: {suite} — pass" in out
     assert "pytest-glm: deployment under test" in out and "vLLM: 0.32.0" in out
-    assert any(re.fullmatch(r"balanced-b4\s+p99_ttft_ms\s+[\d.]+ ms\s+<= [\d.]+\s+pass", line.strip())
-               for line in out.splitlines())  # the reference model's measured limit (thresholds/cpu.reference.toml)
+    assert any(re.fullmatch(r"balanced-b4\s+p99_ttft_ms\s+[\d.]+ ms\s+<= [\d.]+\s+pass\s+\(reference cpu.reference.toml\)",
+                            line.strip())
+               for line in out.splitlines())  # the reference model's measured limit, named as the limit's source
 
     data = json.loads(report.read_text())
     assert data["verdict"] == "pass" and data["deployment"]["vllm_version"] == "0.32.0"
