@@ -332,11 +332,10 @@ class GLMSession:
         """The JSON report, the plots and the HTML page (only when asked, and only if some suite ran; the
         page also when the deployment did not start, saying why)."""
         deployment = self.manager.deployment if self.manager is not None else None
-        described = self.deployment_report()
-        comparison = self.comparison_result()
+        data = self.report_data()  # one view of the run for the JSON report and the page
         written = []
         if self.glm.report is not None and self.report.outcomes:
-            self.report.write_json(self.glm.report, described, comparison)
+            RunReport.write_data(self.glm.report, data)
             written.append(f"pytest-glm report: {self.glm.report}")
         pngs: list[Path] = []
         if self.plots_dir is not None and self.report.outcomes:
@@ -350,8 +349,8 @@ class GLMSession:
         if self.glm.html is not None and (self.report.outcomes or self.start_failure):
             from pytest_glm.reporting import html
 
-            data = self.report.to_json(described, comparison)
             if self.start_failure:
+                data = dict(data)
                 data["verdict"], data["deployment_error"] = "fail", self.start_failure
                 data["causes"] = [{"count": 0, "outcomes": {}, "cause": self.start_failure.splitlines()[0],
                                    "example": "the deployment did not start: no test ran"}, *data["causes"]]

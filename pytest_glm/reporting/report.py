@@ -231,8 +231,13 @@ class RunReport:
         return json.loads(self.scrub(json.dumps(data)))
 
     def write_json(self, path: Path, deployment: dict[str, Any] | None, comparison: Comparison | None = None) -> None:
+        self.write_data(path, self.to_json(deployment, comparison))
+
+    @staticmethod
+    def write_data(path: Path, data: dict[str, Any]) -> None:
+        """Write a :meth:`to_json` view (already scrubbed) as the JSON report."""
         path.parent.mkdir(parents=True, exist_ok=True)
-        path.write_text(json.dumps(self.to_json(deployment, comparison), indent=1) + "\n", encoding="utf-8")
+        path.write_text(json.dumps(data, indent=1) + "\n", encoding="utf-8")
 
     def tables(self) -> list[tuple[str, list[str]]]:
         """(title, lines) per suite: every figure with its threshold and verdict, then the test counts."""
