@@ -41,6 +41,7 @@ class AnswerCache:
         self._answers: dict[tuple[str, bool], Answer] = {}
         self._findings: dict[tuple[str, bool], list[faithfulness.Finding] | None] = {}
         self._verdicts: dict[tuple[str, bool, bool], Verdict] = {}
+        self._served_defects: dict[tuple[str, bool], str | None] = {}
         self._tags: dict[str, int] | None = None
 
     def get(self, case: Case, stream: bool) -> Answer:
@@ -139,7 +140,14 @@ class AnswerCache:
 
     def _served_defect(self, case: Case, stream: bool) -> str | None:
         """Without token ids: the known defect whose signature is in what was served and whose undoing
-        leaves an answer with nothing wrong (so a wrong value beside it is never excused), or None."""
+        leaves an answer with nothing wrong (so a wrong value beside it is never excused), or None. Judged
+        once per answer (every per-case test and aggregate asks)."""
+        key = (case.id, stream)
+        if key not in self._served_defects:
+            self._served_defects[key] = self._find_served_defect(case, stream)
+        return self._served_defects[key]
+
+    def _find_served_defect(self, case: Case, stream: bool) -> str | None:
         problems = self.verdict(case, stream).problems
         if self.known_defects_fail or self.deployment is None or not problems:
             return None
@@ -147,10 +155,11 @@ class AnswerCache:
         for defect in served_defects(self._version(), case.id, problems, self.family, self._build()):
             assert defect.served_undo is not None
             try:
-                calls = [dataclasses.replace(c, arguments=json.dumps(defect.served_undo(c.parsed()), ensure_ascii=False))
-                         if isinstance(c.parsed(), dict) else c for c in answer.calls]
+                parsed = [c.parsed() for c in answer.calls]
             except ValueError:
                 continue
+            calls = [dataclasses.replace(c, arguments=json.dumps(defect.served_undo(args), ensure_ascii=False))
+                     if isinstance(args, dict) else c for c, args in zip(answer.calls, parsed, strict=True)]
             if not self.judge(case, dataclasses.replace(answer, calls=calls), None).problems:
                 return defect.note
         return None
