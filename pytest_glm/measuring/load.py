@@ -12,6 +12,10 @@ dropped on a *reused* connection before any response came back, is sent once mor
 clients do; its time counts from the first attempt and the retry is counted (``LoadResult.retried``). A drop
 on a fresh connection is a failure. Figures are computed elsewhere (:mod:`pytest_glm.measuring.slo`); this module only
 records.
+
+Above :data:`~pytest_glm.measuring.load_workers.STREAMS_PER_PROCESS` streams, one process would measure itself
+rather than the server; the run is then carried by several worker processes that start together and whose
+records are merged (:mod:`pytest_glm.measuring.load_workers`), with the same :class:`LoadResult` coming back.
 """
 
 from __future__ import annotations
@@ -25,6 +29,8 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 
 import aiohttp
+
+from pytest_glm.measuring import load_workers
 
 #: Tries on kept-alive connections the server had already closed: each one is dropped from the pool as it fails,
 #: so a stall can cost at most one per idle connection; past this bound the request fails.
@@ -90,6 +96,13 @@ class LoadResult:
     records: list[RequestRecord]
     duration: float
     client_lag: float = 0.0  # the most this client's event loop woke up late during the run, seconds
+    began: float = 0.0  # perf_counter when the first request could go out
+    processes: int = 1  # client processes that carried the run
+
+    @property
+    def peak_concurrency(self) -> int:
+        """The most requests that were in flight at one instant."""
+        return peak_in_flight([(r.start, r.end) for r in self.records])
 
     @property
     def completed(self) -> list[RequestRecord]:
@@ -105,6 +118,16 @@ class LoadResult:
         return sum(r.retried for r in self.records)
 
 
+def peak_in_flight(spans: Sequence[tuple[float, float]]) -> int:
+    """The most intervals ``(start, end)`` open at one instant (an end before a start at the same time)."""
+    events = sorted([(start, 1) for start, _ in spans] + [(end, -1) for _, end in spans], key=lambda e: (e[0], e[1]))
+    peak = current = 0
+    for _, step in events:
+        current += step
+        peak = max(peak, current)
+    return peak
+
+
 def random_prompts(count: int, length: int, vocab: int, seed: int = 0) -> list[list[int]]:
     """``count`` prompts of exactly ``length`` token ids drawn uniformly from ``range(vocab)``."""
     rng = random.Random(seed)
@@ -118,22 +141,51 @@ class LoadRunner:
     :param model: served model name.
     :param api_key: bearer token or None (sent as a header, never logged).
     :param read_timeout: seconds a request may wait for its next chunk before it counts as failed.
+    :param streams_per_process: streams one process carries before the run is split (default: the measured
+        ceiling, :data:`~pytest_glm.measuring.load_workers.STREAMS_PER_PROCESS`).
+    :param processes: client processes to use at most, overriding the automatic limit (one per usable core).
     """
 
-    def __init__(self, base_url: str, model: str, api_key: str | None = None, read_timeout: float = 120.0) -> None:
+    def __init__(self, base_url: str, model: str, api_key: str | None = None, read_timeout: float = 120.0,
+                 streams_per_process: int | None = None, processes: int | None = None) -> None:
+        self.base_url = base_url
         self.url = f"{base_url.rstrip('/')}/v1/completions"
         self.model = model
+        self.api_key = api_key
         self.headers = {"Authorization": f"Bearer {api_key}"} if api_key else {}
         self.read_timeout = read_timeout
+        self.streams_per_process = streams_per_process
+        self.processes = processes
+
+    def settings(self) -> dict:
+        """What a worker process needs to build the same runner (the key stays out of every repr and log)."""
+        return {"base_url": self.base_url, "model": self.model, "api_key": self.api_key,
+                "read_timeout": self.read_timeout}
+
+    def processes_for(self, concurrency: int, prompts: int) -> int:
+        """Client processes for a run of ``concurrency`` streams over ``prompts`` requests."""
+        if self.processes is not None:
+            limit = self.processes
+        else:
+            limit = 1 << 16 if load_workers.ray_cluster_given() else load_workers.usable_cpus()
+        return load_workers.process_count(concurrency, prompts,
+                                          self.streams_per_process or load_workers.STREAMS_PER_PROCESS, limit)
 
     def run(self, workload: Workload, prompts: Sequence[list[int] | str], concurrency: int,
             deadline: float = 3600.0, extra_body: dict | None = None) -> LoadResult:
         """Send every prompt (token ids, or text) with at most ``concurrency`` in flight (all released at once, as
-        ``--request-rate inf --max-concurrency N`` does); give up after ``deadline`` seconds."""
+        ``--request-rate inf --max-concurrency N`` does); give up after ``deadline`` seconds. Above the streams
+        one process carries, worker processes share the run (see :mod:`pytest_glm.measuring.load_workers`)."""
+        processes = self.processes_for(concurrency, len(prompts))
+        if processes > 1:
+            return load_workers.run_spread(self, workload, prompts, concurrency, processes, deadline, extra_body)
         return asyncio.run(self.run_async(workload, prompts, concurrency, deadline, extra_body))
 
     async def run_async(self, workload: Workload, prompts: Sequence[list[int] | str], concurrency: int,
-                        deadline: float = 3600.0, extra_body: dict | None = None) -> LoadResult:
+                        deadline: float = 3600.0, extra_body: dict | None = None,
+                        start_at: float | None = None) -> LoadResult:
+        """One process's run; ``start_at`` (wall-clock ``time.time()``): hold the first request until then, once
+        the session is up, so that workers in several processes start together."""
         records = [RequestRecord() for _ in prompts]
         gate = asyncio.Semaphore(max(concurrency, 1))
         timeout = aiohttp.ClientTimeout(total=None, sock_connect=30, sock_read=self.read_timeout)
@@ -147,6 +199,8 @@ class LoadRunner:
                 async with gate:
                     await self._request(session, prompt, workload.output_len, record, extra_body)
 
+            if start_at is not None:
+                await asyncio.sleep(max(0.0, start_at - time.time()))
             began = time.perf_counter()
             lag = _LoopLag()
             watcher = asyncio.ensure_future(lag.watch())
@@ -159,7 +213,7 @@ class LoadRunner:
                     record.error = f"not finished within the run's deadline of {deadline:.0f} s"
             await asyncio.gather(*pending, watcher, return_exceptions=True)
             duration = time.perf_counter() - began
-        return LoadResult(workload, concurrency, records, duration, lag.worst)
+        return LoadResult(workload, concurrency, records, duration, lag.worst, began=began)
 
     async def _request(self, session: aiohttp.ClientSession, prompt: list[int] | str, output_len: int,
                        record: RequestRecord, extra_body: dict | None) -> None:
