@@ -25,6 +25,7 @@ from pytest_glm.catalog.profiles import (
     for_reference_model,
     load_thresholds,
     resolve_profile,
+    with_nodes,
     with_tier,
 )
 from pytest_glm.catalog.tiers import DEFAULT_TIER, check_tier
@@ -54,6 +55,8 @@ class ServeOptions:
 
 
 API_KEY_ENV = "GLM_API_KEY"
+#: --glm-node-runner values: how each node's process is started (serving/nodes.py).
+RUNNERS = ("local", "ssh", "ray")
 #: --glm-weights values: the model's own weights, or random ones of the same shapes (a shape run).
 WEIGHTS = ("real", "dummy")
 
@@ -98,8 +101,8 @@ OPTIONS: tuple[Option, ...] = (
     Option("model", f"Model to validate: a GLM-4.x Hugging Face id (zai-org/GLM-4.7-FP8), a local model "
            f"directory, or a reference model (glm-tiny, glm-tiny-47, glm-tiny-variant). Default: {DEFAULT_MODEL}; with "
            f"--glm-base-url, recognised from the served model name."),
-    Option("profile", "Hardware profile (cpu, h100x1, h100x2, h100x8, h200x1, h200x2, h200x4, h200x8, mi300x8, "
-           "mi325x8, mi355x8) or auto "
+    Option("profile", "Hardware profile (cpu, cpu-2node, h100x1, h100x2, h100x8, h100x16, h200x1, h200x2, h200x4, "
+           "h200x8, h200x16, mi300x8, mi325x8, mi355x8) or auto "
            "(detect this machine). Default: auto.", default="auto"),
     Option("base_url", "Test an already running endpoint (http://host:port); launch nothing."),
     Option("api_key", f"API key of the endpoint; default: the {API_KEY_ENV} environment variable. Never printed."),
@@ -166,6 +169,16 @@ OPTIONS: tuple[Option, ...] = (
            "with random weights (its real config.json, a tokenizer of its real vocabulary, its chat template, "
            "--load-format dummy): start-up, memory, latency and the MTP path are measured, the correctness suites "
            "are skipped (docs/shape-runs.md).", default="real"),
+    Option("nodes", "Nodes the deployment spans, on vLLM's own multi-node runtime (--nnodes; rank 0 serves, the "
+           "others run --headless). Must divide the profile's accelerators. Default: the profile's (2 for h100x16, "
+           "h200x16 and cpu-2node, else 1).", "int", low=1),
+    Option("node_runner", "How each node's process is started: local (every node on this machine: the CPU "
+           "simulation), ssh (on --glm-hosts) or ray (one actor per node of the Ray cluster at RAY_ADDRESS). "
+           "Default: ssh with --glm-hosts, else local."),
+    Option("hosts", "The ssh hosts of the nodes, head first, comma-separated (host, user@host or an ssh config "
+           "Host); the same vLLM path must exist on each."),
+    Option("ssh_arg", "Extra argument(s) for every ssh call of the ssh runner (--glm-ssh-arg='-F ssh.cfg'); "
+           "repeatable, shell-split.", "args"),
     Option("cache_dir", "Where built reference models and kept-server records live. "
            "Default: $PYTEST_GLM_CACHE or ~/.cache/pytest-glm."),
 )
@@ -197,6 +210,19 @@ class GLMConfig:
     soak_s: float | None = None  # --glm-soak, seconds
     quick: bool = False  # --glm-quick
     weights: str = "real"  # --glm-weights: real, or dummy (a shape run: random weights)
+    node_runner: str = "local"  # --glm-node-runner
+    hosts: tuple[str, ...] = ()  # --glm-hosts, head first
+    ssh_args: tuple[str, ...] = ()  # --glm-ssh-arg
+
+    @property
+    def nodes(self) -> int:
+        """Nodes the launched deployment spans (the profile's, or --glm-nodes)."""
+        return self.profile.nodes
+
+    @property
+    def multinode(self) -> bool:
+        """Whether the launch goes through the node runners (several nodes, or one node elsewhere)."""
+        return self.nodes > 1 or self.node_runner != "local"
 
     @property
     def shape_run(self) -> bool:
@@ -372,7 +398,7 @@ def resolve(values: dict[str, Any]) -> GLMConfig:
         model: ModelSpec | None = resolve_model(values["model"])
     else:
         model = None if base_url else resolve_model(DEFAULT_MODEL)
-    profile = resolve_profile(values["profile"] or "auto")
+    profile = with_nodes(resolve_profile(values["profile"] or "auto"), values.get("nodes"))
     tier = values.get("slo_tier")
     if tier is not None and (why := check_tier(tier)):
         raise ConfigError("--glm-slo-tier", why, f"known tiers: {known_tiers()}")
@@ -424,6 +450,12 @@ def resolve(values: dict[str, Any]) -> GLMConfig:
     serve = replace(serve, dummy_weights=weights == "dummy")
     if values["known_defects"] not in ("report", "fail"):
         raise ConfigError("--glm-known-defects", f"expected report or fail, got {values['known_defects']!r}")
+    runner, hosts = _node_runner(values, profile.nodes, base_url)
+    if profile.nodes > 1 or runner != "local":
+        for flag, on in (("--glm-keep-server", values["keep_server"]), ("--glm-mtp-equivalence", values["mtp_equivalence"])):
+            if on:
+                raise ConfigError(flag, f"not available for a deployment over nodes (--glm-nodes {profile.nodes}, "
+                                  f"--glm-node-runner {runner})", f"drop {flag}")
     cache = values["cache_dir"] or default_cache_dir()
     return GLMConfig(
         model=model, profile=profile, serve=serve, base_url=base_url,
@@ -440,4 +472,24 @@ def resolve(values: dict[str, Any]) -> GLMConfig:
         soak_s=parse_duration(values["soak"]),
         weights=weights,
         quick=bool(values.get("quick")),
+        node_runner=runner, hosts=hosts, ssh_args=tuple(values.get("ssh_arg") or ()),
     )
+
+
+def _node_runner(values: dict[str, Any], nodes: int, base_url: str | None) -> tuple[str, tuple[str, ...]]:
+    """(--glm-node-runner, --glm-hosts), checked against each other and the node count."""
+    hosts = tuple(h.strip() for h in str(values.get("hosts") or "").split(",") if h.strip())
+    runner = str(values.get("node_runner") or ("ssh" if hosts else "local")).strip().lower()
+    if runner not in RUNNERS:
+        raise ConfigError("--glm-node-runner", f"expected one of {', '.join(RUNNERS)}, got {values.get('node_runner')!r}")
+    if hosts and runner != "ssh":
+        raise ConfigError("--glm-hosts", f"names ssh hosts, but the node runner is {runner}",
+                          "drop --glm-hosts, or use --glm-node-runner ssh")
+    if runner == "ssh" and len(hosts) != nodes:
+        raise ConfigError("--glm-hosts", f"{len(hosts)} host(s) for {nodes} node(s)" if hosts else
+                          "the ssh runner needs the nodes' hosts", "name one host per node, the head first "
+                          "(--glm-hosts h1,h2); --glm-nodes sets the count")
+    if base_url and (nodes > 1 or runner != "local"):
+        raise ConfigError("--glm-base-url", "tests an endpoint that runs; the node options launch one",
+                          "drop --glm-base-url, or drop --glm-nodes/--glm-node-runner/--glm-hosts and a multi-node profile")
+    return runner, hosts

