@@ -24,6 +24,12 @@ Phases, in the order they run:
     fidelity  the load runner next to vllm bench serve on bf16, interleaved rounds
     gate47    the whole gate against bf16-47 (gate-bf16-47.json)
     slo2 slo3 the latency suite again against bf16 (slo-2.json, slo-3.json): runs for the thresholds
+    correct   the gate without its latency suite against bf16 (gate-correct.json): a new vLLM's verdict
+    shape-flash, shape-air-fp8
+              shape runs (--glm-weights dummy: the real architecture, random weights) of GLM-4.7-Flash
+              (BF16) and GLM-4.5-Air-FP8: the gate launches the model itself, preflight, the latency cells of
+              gpu-measure.toml and the MTP path (shape-flash.json, shape-air-fp8.json); no server of the
+              table above is needed. ``--beside`` shares the GPU with a reference server running meanwhile.
 
 Environment on a machine where vLLM was installed with --target (no console scripts): PYTHONPATH with the
 install and this repository; pytest-glm need not be installed (the plugin is loaded with -p).
@@ -79,6 +85,16 @@ PHASES = {
     "gate47": (("bf16-47",), 370),
     "slo2": (("bf16",), 295),
     "slo3": (("bf16",), 295),
+    "correct": (("bf16",), 200),
+    "shape-flash": ((), 520),
+    "shape-air-fp8": ((), 480),
+}
+
+#: shape phase -> (registry model, GPU memory share, cells left out to fit a session: 64 sequences of 8000
+#: output tokens decode for minutes)
+SHAPES = {
+    "shape-flash": ("zai-org/GLM-4.7-Flash", 0.8, "not decode_heavy-b64"),
+    "shape-air-fp8": ("zai-org/GLM-4.5-Air-FP8", 0.95, "not decode_heavy-b64"),
 }
 
 #: Flags that let several servers start on one GPU at once: vLLM's memory profiling reads the device's free
@@ -106,6 +122,29 @@ def gate(served: Served, model: str, profile: str, out: Path, name: str, mtp: bo
                                if f["figure"] == "acceptance_rate"},
             "slo_medians": {f"{f['check']}:{f['figure']}": f["value"] for f in data.get("suites", {}).get("slo", {}).get("figures", [])
                             if f["figure"] in ("median_ttft_ms", "median_tpot_ms", "median_itl_ms")}}
+
+
+def shape(phase: str, profile: str, out: Path) -> dict:
+    """A shape run of a registry model, launched by the gate itself (vLLM's --load-format dummy)."""
+    model, share, deselect = SHAPES[phase]
+    report = out / f"{phase}.json"
+    installed = any(ep.name == "glm" for ep in importlib.metadata.entry_points(group="pytest11"))
+    load = [] if installed else ["-p", "pytest_glm.plugin"]
+    argv = [sys.executable, "-m", "pytest", str(ROOT / "suites"), *load, "-p", "no:cacheprovider", "-q", "-rA",
+            f"--glm-model={model}", f"--glm-profile={profile}", "--glm-weights=dummy", f"--glm-report={report}",
+            f"--glm-thresholds={MEASURE}", f"--glm-gpu-memory-utilization={share}", "--glm-startup-timeout=1500",
+            f"--glm-server-log={out / 'servers' / (phase + '.log')}", "-k", deselect]
+    began = time.monotonic()
+    proc = subprocess.run(argv, capture_output=True, text=True, timeout=2400, check=False)
+    (out / f"{phase}.log").write_text(proc.stdout[-400000:] + proc.stderr[-20000:])
+    print(proc.stdout[-3000:], flush=True)
+    data = json.loads(report.read_text()) if report.is_file() else {}
+    slo = data.get("suites", {}).get("slo", {})
+    return {"exit_code": proc.returncode, "time_to_verdict_s": round(time.monotonic() - began, 1),
+            "verdict": data.get("verdict"), "tests": data.get("tests"), "deployment": data.get("deployment"),
+            "failures": [c for s in data.get("suites", {}).values() for c in s["cases"] if c["outcome"] in ("failed", "error")],
+            "slo_figures": slo.get("figures", []),
+            "mtp": data.get("suites", {}).get("mtp", {}).get("figures", [])}
 
 
 def decode_heavy(served: Served) -> dict:
@@ -161,6 +200,10 @@ def run_phase(phase: str, servers: dict[str, Served], args: argparse.Namespace, 
         result["gate"] = gate(servers["bf16"], "glm-tiny", profile, out, "gate-bf16", True)
     elif phase == "gate47":
         result["gate47"] = gate(servers["bf16-47"], "glm-tiny-47", profile, out, "gate-bf16-47", True)
+    elif phase == "correct":
+        result["correct"] = gate(servers["bf16"], "glm-tiny", profile, out, "gate-correct", True, "-m", "not slo")
+    elif phase in SHAPES:
+        result[phase] = shape(phase, profile, out)
     elif phase in ("slo2", "slo3"):
         result[phase] = gate(servers["bf16"], "glm-tiny", profile, out, f"slo-{phase[-1]}", True, "-m", "slo")
     elif phase == "fp8":
@@ -190,7 +233,7 @@ def start_servers(names: list[str], args: argparse.Namespace, result: dict) -> t
     """Start the servers side by side; (name -> Served, name -> process) of those that came up."""
     logs = args.out / "servers"
     logs.mkdir(parents=True, exist_ok=True)
-    extra_all = SHARE_GPU if args.share_gpu and len(names) > 1 else ()
+    extra_all = SHARE_GPU if args.share_gpu and (len(names) > 1 or args.beside) else ()
 
     def launch(name: str):
         model, kwargs = SERVERS[name]
@@ -222,6 +265,8 @@ def main() -> int:
                         "end later are skipped (default 1200)")
     parser.add_argument("--share-gpu", action=argparse.BooleanOptionalAction, default=True,
                         help="start the servers side by side with a fixed KV cache each (default on)")
+    parser.add_argument("--beside", action="store_true",
+                        help="another process uses the GPU meanwhile (a shape run): share it even with one server")
     parser.add_argument("--out", type=Path, required=True)
     parser.add_argument("--fidelity-rounds", type=int, default=3)
     args = parser.parse_args()
@@ -238,7 +283,8 @@ def main() -> int:
         (args.out / "summary.json").write_text(json.dumps(result, indent=1, default=str))
 
     names = list(dict.fromkeys(s for p in phases for s in PHASES[p][0]))
-    served, procs = start_servers(names, args, result)
+    served, procs = start_servers(names, args, result) if names else ({}, {})
+    (args.out / "SERVERS-UP").write_text(json.dumps(sorted(served)))  # what a run beside this one waits for
     result["servers_up_after_s"] = round(time.monotonic() - began, 1)
     save()
     try:
