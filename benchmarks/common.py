@@ -72,9 +72,9 @@ def text_prompts(count: int, length: int, seed: int) -> list[str]:
 
 
 def vllm_bench_serve(base_url: str, model: str, tokenizer: Path, *, prompts: list[str], output_len: int,
-                     concurrency: int, timeout: float = 1800) -> dict:
+                     concurrency: int, timeout: float = 1800, detailed: bool = False) -> dict:
     """One ``vllm bench serve`` run over exactly these text prompts (custom dataset, no chat template,
-    ignore_eos); its saved JSON result."""
+    ignore_eos); its saved JSON result (``detailed``: with each request's ``start_times`` and ``latencies``)."""
     out_dir = Path(tempfile.mkdtemp(prefix="vllm-bench-"))
     dataset = out_dir / "prompts.jsonl"
     dataset.write_text("".join(json.dumps({"prompt": p}) + "\n" for p in prompts))
@@ -85,7 +85,7 @@ def vllm_bench_serve(base_url: str, model: str, tokenizer: Path, *, prompts: lis
             "--max-concurrency", str(concurrency), "--num-prompts", str(len(prompts)),
             "--percentile-metrics", "ttft,tpot,itl,e2el",
             "--metric-percentiles", "50,90,99", "--save-result", "--result-dir", str(out_dir),
-            "--result-filename", "result.json", "--disable-tqdm"]
+            "--result-filename", "result.json", "--disable-tqdm", *(["--save-detailed"] if detailed else [])]
     env = {**os.environ, "VLLM_TARGET_DEVICE": os.environ.get("VLLM_TARGET_DEVICE", "cpu")}
     proc = subprocess.run(argv, capture_output=True, text=True, timeout=timeout, env=env, check=False)
     result = out_dir / "result.json"

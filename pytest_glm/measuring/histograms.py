@@ -124,7 +124,7 @@ def server_figures(delta: dict[str, Histogram]) -> dict[str, float]:
             if value is None or bucket is None:
                 continue
             out[f"{stat}_{figure}_ms"] = value * 1000
-            out[f"{stat}_{figure}_bucket_ms"] = (bucket[1] - bucket[0]) * 1000
+            out[f"{stat}_{figure}_bucket_ms"] = round((bucket[1] - bucket[0]) * 1000, 9)  # no float dust
     return out
 
 
@@ -147,14 +147,15 @@ def fetch_histograms(base_url: str, api_key: str | None = None, timeout: float =
         return parse_histograms(resp.read().decode("utf-8", errors="replace"))
 
 
-def fine_buckets_arg(step_ms: float = 0.5, top_ms: float = 50.0) -> str:
+def fine_buckets_arg(step_ms: float = 0.25, top_ms: float = 50.0) -> str:
     """A ``--custom-histogram-buckets`` value: ``step_ms`` steps up to ``top_ms`` for TTFT and ITL (a small
-    model's range), then vLLM's coarse ones, so a median is read to within ``step_ms``."""
+    model's range) and 10 ms steps up to 2 s for E2E, then vLLM's coarse ones, so that a median is read to
+    within a step."""
     import json
 
     fine = [round(step_ms * i / 1000, 6) for i in range(1, int(top_ms / step_ms) + 1)]
     coarse = [0.075, 0.1, 0.15, 0.2, 0.3, 0.5, 0.75, 1.0, 2.5, 5.0, 10.0, 20.0, 40.0, 80.0, 160.0, 640.0, 2560.0]
-    latency = [0.001 * i for i in range(1, 10)] + [0.01 * i for i in range(1, 10)] + [0.1 * i for i in range(1, 10)]
-    latency += [1.0, 1.5, 2.0, 2.5, 5.0, 10.0, 20.0, 40.0, 60.0, 120.0, 240.0, 480.0, 960.0, 1920.0, 7680.0]
+    request = [round(0.01 * i, 6) for i in range(1, 201)] + [2.5, 5.0, 10.0, 20.0, 40.0, 60.0, 120.0, 240.0, 480.0,
+                                                             960.0, 1920.0, 7680.0]
     return json.dumps({"time_to_first_token": fine + coarse, "inter_token_latency": fine + coarse,
-                       "request_latency": sorted(set(round(x, 6) for x in latency))})
+                       "request_latency": request})

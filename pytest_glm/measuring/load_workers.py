@@ -37,7 +37,7 @@ if TYPE_CHECKING:
 
 #: Streams one client process carries while its figures stay within 5 % of the server's histograms
 #: (benchmarks/README.md, "Client ceiling"). Above it the run is split.
-STREAMS_PER_PROCESS = 256
+STREAMS_PER_PROCESS = 384
 
 #: Seconds a worker may take to get ready (a spawned interpreter importing aiohttp; a Ray actor being placed).
 READY_TIMEOUT = 120.0
