@@ -154,6 +154,7 @@ def _work(job: _Job, start_at: float) -> WorkerRun:
 def _on_processes(jobs: list[_Job]) -> tuple[list[WorkerRun], float, float]:
     context = multiprocessing.get_context("spawn")
     pipes, workers = [], []
+    finished = False
     try:
         for job in jobs:
             ours, theirs = context.Pipe()
@@ -170,10 +171,11 @@ def _on_processes(jobs: list[_Job]) -> tuple[list[WorkerRun], float, float]:
             pipe.send(start_at)
         wait = max(job.deadline for job in jobs) + READY_TIMEOUT
         runs = [_expect(pipe, "result", wait, i) for i, pipe in enumerate(pipes)]
+        finished = True
         return runs, start_at, origin
-    finally:
+    finally:  # after their result the workers exit by themselves; on any other way out they are stopped now
         for worker in workers:
-            worker.join(5)
+            worker.join(5 if finished else 0)
             if worker.is_alive():
                 worker.terminate()
                 worker.join(5)

@@ -5,6 +5,8 @@ from __future__ import annotations
 
 import multiprocessing
 import shutil
+import subprocess
+import sys
 import tempfile
 import time
 
@@ -58,6 +60,30 @@ def test_below_the_ceiling_one_process_runs_as_before() -> None:
         after = time.perf_counter()
     assert result.processes == 1
     check_one_run(result, 8, 4, before, after)
+
+
+def test_workers_end_when_their_caller_is_killed() -> None:
+    """A caller killed outright (a pytest-xdist worker's death) runs no cleanup; its workers notice and exit."""
+    psutil = pytest.importorskip("psutil")
+    with StubInThread(delay=0.05) as url:
+        script = (f"from pytest_glm.measuring.load import LoadRunner, Workload\n"
+                  f"LoadRunner({url!r}, 'stub', streams_per_process=1, processes=2).run(Workload('w', 1, 400), "
+                  f"[[1]] * 4, 2)\n")
+        caller = subprocess.Popen([sys.executable, "-c", script])
+        try:
+            workers: list = []
+            deadline = time.monotonic() + 60
+            while len(workers) < 2 and time.monotonic() < deadline:
+                time.sleep(0.2)
+                workers = [p for p in psutil.Process(caller.pid).children()
+                           if "spawn_main" in " ".join(p.cmdline())]
+            assert len(workers) == 2, "the caller started no two workers within 60 s"
+            time.sleep(1.0)  # under way
+        finally:
+            caller.kill()
+            caller.wait(10)
+        _, alive = psutil.wait_procs(workers, timeout=10)
+    assert alive == []
 
 
 def test_on_a_ray_cluster_the_workers_are_actors(monkeypatch: pytest.MonkeyPatch) -> None:
