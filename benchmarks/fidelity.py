@@ -31,7 +31,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from common import Served, reference_server, text_prompts, vllm_bench_serve
 
-from pytest_glm.measuring.histograms import difference, fetch_histograms, fine_buckets_arg, server_figures
+from pytest_glm.measuring.histograms import Histogram, difference, fetch_histograms, fine_buckets_arg, server_figures
 from pytest_glm.measuring.load import LoadRunner, Workload
 from pytest_glm.measuring.slo import figures
 
@@ -40,11 +40,22 @@ METRICS = ("ttft", "tpot", "itl", "e2el")
 JUDGED = ("tpot", "itl")
 
 
+def _snapshot(url: str) -> dict[str, Histogram]:
+    try:
+        return fetch_histograms(url)
+    except OSError:  # no /metrics (a gateway in front): the server's column stays empty
+        return {}
+
+
 def _with_server(url: str, run: Callable[[], dict]) -> tuple[dict, dict]:
     """A client's figures, and the server's figures of exactly that run."""
-    before = fetch_histograms(url)
+    before = _snapshot(url)
     client = run()
-    return client, server_figures(difference(fetch_histograms(url), before))
+    return client, server_figures(difference(_snapshot(url), before))
+
+
+def _ms(value: float | None) -> str:
+    return "-" if value is None else f"{value:.2f}"
 
 
 def measure(url: str, model: str, tokenizer: Path, *, input_len: int, output_len: int, concurrency: int,
@@ -82,8 +93,8 @@ def measure(url: str, model: str, tokenizer: Path, *, input_len: int, output_len
                                                       server_v.get(f"median_{m}_bucket_ms", 0.0))
         rows.append(row)
         print(f"round {i}: " + " | ".join(
-            f"{m} plugin {row[f'plugin_median_{m}_ms']:.2f} vllm {row[f'vllm_median_{m}_ms']:.2f} "
-            f"server {row[f'server_plugin_median_{m}_ms']:.2f}/{row[f'server_vllm_median_{m}_ms']:.2f}"
+            f"{m} plugin {_ms(row[f'plugin_median_{m}_ms'])} vllm {_ms(row[f'vllm_median_{m}_ms'])} "
+            f"server {_ms(row[f'server_plugin_median_{m}_ms'])}/{_ms(row[f'server_vllm_median_{m}_ms'])}"
             for m in METRICS), flush=True)
     summary = summarise(rows)
     print(f"\n{input_len} in / {output_len} out, concurrency {concurrency}, {num_prompts} prompts x {rounds} rounds "
