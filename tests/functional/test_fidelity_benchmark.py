@@ -13,7 +13,7 @@ from pytest_glm.measuring.histograms import LATENCIES, Histogram
 from tests.helpers.stream_stub import StubInThread
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[2] / "benchmarks"))
-import fidelity  # noqa: E402
+import fidelity
 
 BOUNDS = (0.004, 0.006, 0.008, 0.012, math.inf)
 
