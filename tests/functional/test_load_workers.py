@@ -40,7 +40,7 @@ def first_starts_per_worker(result, count: int, concurrency: int, processes: int
 
 
 def test_above_the_ceiling_worker_processes_carry_the_run_and_start_together() -> None:
-    with StubInThread(delay=0.01) as url:
+    with StubInThread(delay=0.02) as url:
         runner = LoadRunner(url, "stub", streams_per_process=2, processes=2)
         before = time.perf_counter()
         result = runner.run(Workload("w", 4, CHUNKS), prompts(8), concurrency=4)
@@ -48,12 +48,12 @@ def test_above_the_ceiling_worker_processes_carry_the_run_and_start_together() -
     assert result.processes == 2
     check_one_run(result, 8, 4, before, after)
     starts = first_starts_per_worker(result, 8, 4, 2)
-    assert max(starts) - min(starts) < 0.1  # one start instant (a request lasts ~0.3 s)
+    assert max(starts) - min(starts) < 0.2  # one start instant (a request lasts ~0.6 s)
     assert multiprocessing.active_children() == []
 
 
 def test_below_the_ceiling_one_process_runs_as_before() -> None:
-    with StubInThread(delay=0.01) as url:
+    with StubInThread(delay=0.02) as url:
         before = time.perf_counter()
         result = LoadRunner(url, "stub", streams_per_process=4, processes=2).run(Workload("w", 4, CHUNKS),
                                                                                    prompts(8), concurrency=4)
@@ -94,7 +94,7 @@ def test_on_a_ray_cluster_the_workers_are_actors(monkeypatch: pytest.MonkeyPatch
     ray.init(address="local", num_cpus=2, include_dashboard=False, log_to_driver=False, _temp_dir=temp)
     try:
         monkeypatch.setenv("RAY_ADDRESS", ray.get_runtime_context().gcs_address)
-        with StubInThread(delay=0.01) as url:
+        with StubInThread(delay=0.02) as url:
             before = time.perf_counter()
             result = LoadRunner(url, "stub", streams_per_process=2, processes=2).run(Workload("w", 4, CHUNKS),
                                                                                        prompts(8), concurrency=4)
@@ -102,7 +102,7 @@ def test_on_a_ray_cluster_the_workers_are_actors(monkeypatch: pytest.MonkeyPatch
         assert result.processes == 2
         check_one_run(result, 8, 4, before, after)
         starts = first_starts_per_worker(result, 8, 4, 2)
-        assert max(starts) - min(starts) < 0.1
+        assert max(starts) - min(starts) < 0.2
         workers = [a for a in ray._private.state.actors().values()  # from the GCS: no dashboard needed
                    if a["ActorClassName"].endswith("_RayWorker")]
         assert len(workers) == 2 and all(a["State"] == "DEAD" for a in workers)  # ran as actors, then killed
