@@ -27,12 +27,14 @@ from pytest_glm.serving.nodes import NodeLaunch
 PGID_LINE = "pytest-glm-node-pgid"
 
 #: The remote wrapper; ``$1``: the grace in tenths of a second, the rest: the node's argv. The environment
-#: arrives on stdin as NAME=VALUE lines up to an empty line. The background reader gets stdin as fd 3 (a
-#: background job of a non-interactive shell has its stdin replaced by /dev/null otherwise).
+#: arrives on stdin as NAME=VALUE lines up to an empty line. The background reader gets stdin as fd 3, copied
+#: before it starts (a background job of a non-interactive shell has its stdin replaced by /dev/null, before
+#: its own redirections).
 WRAPPER = r"""
 grace=$1; shift
 while IFS= read -r line && [ -n "$line" ]; do export "$line"; done
-setsid "$@" </dev/null 2>&1 &
+exec 3<&0
+setsid "$@" </dev/null 3<&- 2>&1 &
 pid=$!
 echo "PGID_LINE $pid"
 end() {
@@ -41,7 +43,7 @@ end() {
   while kill -0 -- -$pid 2>/dev/null && [ $i -lt $grace ]; do sleep 0.1; i=$((i+1)); done
   kill -KILL -- -$pid 2>/dev/null
 }
-{ cat >/dev/null <&3; kill -TERM $$ 2>/dev/null; } 3<&0 &
+{ cat >/dev/null <&3; kill -TERM $$ 2>/dev/null; } &
 reader=$!
 trap 'end; exit 143' TERM HUP INT
 wait $pid
