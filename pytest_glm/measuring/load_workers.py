@@ -10,7 +10,9 @@ chosen once every worker is ready, so the concurrency is reached at once, as in 
 put back in the prompts' order and onto the caller's ``perf_counter`` clock, so the caller gets the same
 :class:`~pytest_glm.measuring.load.LoadResult` it would from one process.
 
-Workers are local processes (``spawn``: no inherited threads or sockets), or, when a Ray cluster is given
+Workers are local processes (``spawn``: no inherited threads or sockets; as with any ``spawn``, a worker
+imports the caller's main script, so a script that runs load at its top level needs the
+``if __name__ == "__main__":`` guard, and ``python -`` cannot spread load), or, when a Ray cluster is given
 (``RAY_ADDRESS`` set and ``ray`` importable), Ray actors spread over its nodes; the nodes need pytest-glm
 installed, and their clocks in step (NTP: a few ms), since the start instant and the merge use wall time.
 """
@@ -165,7 +167,8 @@ def _on_processes(jobs: list[_Job]) -> tuple[list[WorkerRun], float, float]:
             pipes.append(ours)
             workers.append(worker)
         for i, pipe in enumerate(pipes):
-            _expect(pipe, "ready", READY_TIMEOUT, i)
+            _expect(pipe, "ready", READY_TIMEOUT, i, " (a spawned worker imports the main script first: its top "
+                    "level must be guarded by if __name__ == '__main__', and it cannot be stdin)")
         start_at, origin = _start_instant()
         for pipe in pipes:
             pipe.send(start_at)
@@ -186,13 +189,13 @@ def _on_processes(jobs: list[_Job]) -> tuple[list[WorkerRun], float, float]:
             pipe.close()
 
 
-def _expect(pipe: Any, what: str, timeout: float, index: int) -> Any:
+def _expect(pipe: Any, what: str, timeout: float, index: int, hint: str = "") -> Any:
     if not pipe.poll(timeout):
         raise DeploymentError(f"load worker {index} sent no {what} within {timeout:.0f} s")
     try:
         kind, value = pipe.recv()
     except EOFError:
-        raise DeploymentError(f"load worker {index} died before its {what}") from None
+        raise DeploymentError(f"load worker {index} died before its {what}{hint}") from None
     if kind == "error":
         raise DeploymentError(f"load worker {index} failed: {value}")
     return value
