@@ -91,8 +91,11 @@ def test_on_a_ray_cluster_the_workers_are_actors(monkeypatch: pytest.MonkeyPatch
     ray = pytest.importorskip("ray")
     monkeypatch.setenv("RAY_AUTH_MODE", "disabled")  # or Ray writes a token into ~/.ray for every later client
     temp = tempfile.mkdtemp(prefix="glm-ray-", dir="/tmp")
-    ray.init(address="local", num_cpus=2, include_dashboard=False, log_to_driver=False, _temp_dir=temp)
     try:
+        try:
+            ray.init(address="local", num_cpus=2, include_dashboard=False, log_to_driver=False, _temp_dir=temp)
+        except Exception as exc:  # Ray's own start-up (a raylet too slow on a swamped machine) is not under test
+            pytest.skip(f"a local Ray cluster did not start: {type(exc).__name__}: {str(exc)[:200]}")
         monkeypatch.setenv("RAY_ADDRESS", ray.get_runtime_context().gcs_address)
         with StubInThread(delay=0.02) as url:
             before = time.perf_counter()
