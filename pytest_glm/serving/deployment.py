@@ -330,7 +330,8 @@ class DeploymentManager:
         """The deployment over ``--glm-nodes`` nodes, each started by the ``--glm-node-runner``."""
         cfg = self.config
         check_nodes(command, cfg.nodes)
-        runner = make_runner(cfg.node_runner, cfg.hosts, cfg.ssh_args, owner_pid=self.owner_pid)
+        runner = make_runner(cfg.node_runner, cfg.hosts, cfg.ssh_args, owner_pid=self.owner_pid,
+                             gpus_per_node=cfg.profile.per_node if cfg.profile.accelerator != "cpu" else 0)
         log_dir = cfg.server_log.parent if cfg.server_log else self.log_dir
         death_file = log_dir / "vllm-nodes-died.json"
         death_file.unlink(missing_ok=True)

@@ -46,8 +46,10 @@ SHORT_TAIL = 12
 
 
 def make_runner(name: str, hosts: Sequence[str] = (), ssh_args: Sequence[str] = (), *,
-                connect_timeout: float = 10.0, owner_pid: int | None = None) -> NodeRunner:
-    """The runner ``--glm-node-runner`` names (the ssh and Ray ones imported only when asked for)."""
+                connect_timeout: float = 10.0, owner_pid: int | None = None, gpus_per_node: int = 0) -> NodeRunner:
+    """The runner ``--glm-node-runner`` names (the ssh and Ray ones imported only when asked for).
+
+    :param gpus_per_node: what a Ray bundle reserves on each node (0: the Ray runner's default, one CPU)."""
     if name == "local":
         from pytest_glm.serving.nodes import LocalRunner
 
@@ -62,7 +64,7 @@ def make_runner(name: str, hosts: Sequence[str] = (), ssh_args: Sequence[str] = 
         except ImportError as exc:
             raise ConfigError("--glm-node-runner", f"the ray runner needs Ray: {exc}",
                               "pip install 'ray[default]', and point RAY_ADDRESS at the cluster") from exc
-        return RayRunner()
+        return RayRunner(bundle={"GPU": gpus_per_node} if gpus_per_node else None)
     raise ConfigError("--glm-node-runner", f"expected one of {', '.join(RUNNERS)}, got {name!r}")
 
 
