@@ -274,3 +274,33 @@ try:
 except DeploymentError as exc:
     print(exc)
 """
+
+
+AGENT_WITHOUT_PYTEST_GLM = """
+import sys
+sys.modules["pytest_glm"] = None  # any import of pytest-glm fails, as on a Ray node that lacks it
+import ray.cloudpickle
+agent = ray.cloudpickle.loads(sys.stdin.buffer.read())()
+info = agent.start(["sh", "-c", "echo from the node; exit 3"], {}, sys.argv[1])
+agent.process.wait()
+print(agent.pull(0, 1000), agent.stop(1), info["pid"] > 0)
+agent.cleanup()
+"""
+
+
+def test_the_node_agent_needs_no_pytest_glm_on_its_node() -> None:
+    """What Ray sends to a node (the agent class, by value) runs where pytest-glm cannot be imported."""
+    pytest.importorskip("ray", reason="Ray is not installed (pip install ray): the ray node runner is not tested")
+    import ray.cloudpickle
+
+    from pytest_glm.serving import ray_nodes
+
+    ray.cloudpickle.register_pickle_by_value(ray_nodes)
+    try:
+        sent = ray.cloudpickle.dumps(ray_nodes._NodeAgent)
+    finally:
+        ray.cloudpickle.unregister_pickle_by_value(ray_nodes)
+    source = Path(ray_nodes.__file__).with_name("reaper.py").read_text()
+    done = subprocess.run([sys.executable, "-c", AGENT_WITHOUT_PYTEST_GLM, source], input=sent, capture_output=True,
+                          timeout=60)
+    assert done.stdout.decode().strip() == "(b'from the node\\n', 3) 3 True", done.stderr.decode()[-2000:]
