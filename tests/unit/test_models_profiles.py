@@ -129,7 +129,7 @@ def test_fit_refusal_says_what_would_fit() -> None:
     with pytest.raises(ModelDoesNotFit) as info:
         check_fit(resolve_model("zai-org/GLM-4.7"), PROFILES["h200x4"])
     text = str(info.value)
-    assert "profiles that fit zai-org/GLM-4.7: h200x8, mi300x8, mi325x8, mi355x8" in text
+    assert "profiles that fit zai-org/GLM-4.7: h200x8, h100x16, h200x16, mi300x8, mi325x8, mi355x8" in text
     assert "models that fit h200x4:" in text and "zai-org/GLM-4.7-FP8" in text
 
 
