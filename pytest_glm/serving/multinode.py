@@ -182,7 +182,10 @@ class MultiNodeServer:
             self.port = free_port(self.bind_host) if local else free_port()
         master_addr = LOCALHOST if local else address(hosts[0])
         master_port = free_port()  # free here; on a remote head a guess (vLLM says if it is taken)
-        env = {k: v for k, v in {**self.command.env, **self.entry.env}.items() if k not in os.environ}
+        defaults = {**self.command.env, **self.entry.env}
+        # A variable the user exported wins, as on one node: here it is inherited; a remote node is sent it.
+        env = ({k: v for k, v in defaults.items() if k not in os.environ} if local
+               else {k: os.environ.get(k, v) for k, v in defaults.items()})
         env.update(self.extra_env)
         env.setdefault("PYTHONUNBUFFERED", "1")
         binds = self._binds()
