@@ -29,7 +29,6 @@ import importlib.util
 import logging
 import os
 import re
-import shutil
 import signal
 import socket
 import subprocess
@@ -201,20 +200,20 @@ class _NodeAgent:
 
     def __init__(self) -> None:
         self.process: subprocess.Popen[bytes] | None = None
-        self.log_dir = tempfile.mkdtemp(prefix="pytest-glm-node-")
-        self.log_path = os.path.join(self.log_dir, "node.log")
+        # A file without a name: nothing is left on the node whichever way the actor and the node end.
+        self.log: IO[bytes] | None = None
 
     def start(self, argv: list[str], env: dict[str, str], reaper_source: str) -> dict[str, Any]:
         import ray
 
         child_env = {**os.environ, **env}
         child_env.setdefault("PYTHONUNBUFFERED", "1")
-        with open(self.log_path, "wb") as log:
-            try:
-                self.process = subprocess.Popen(argv, stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT,
-                                                env=child_env, start_new_session=True)
-            except OSError as exc:
-                return {"error": f"{exc.strerror or exc}: {argv[0]}"}
+        self.log = tempfile.TemporaryFile()  # noqa: SIM115 - closed in cleanup(), or with the actor
+        try:
+            self.process = subprocess.Popen(argv, stdin=subprocess.DEVNULL, stdout=self.log, stderr=subprocess.STDOUT,
+                                            env=child_env, start_new_session=True)
+        except OSError as exc:
+            return {"error": f"{exc.strerror or exc}: {argv[0]}"}
         # The watchdog outlives this actor: started through a shell that exits at once, it is no child of ours,
         # and Ray kills only an ended actor's children.
         spawn = subprocess.run(
@@ -233,12 +232,9 @@ class _NodeAgent:
         """Log bytes from ``offset`` and the exit code (None while it runs). The exit is read first, so that a
         node found ended has all its output in this read when it is shorter than ``limit``."""
         code = self.process.poll() if self.process is not None else None
-        try:
-            with open(self.log_path, "rb") as fh:
-                fh.seek(offset)
-                return fh.read(limit), code
-        except OSError:
+        if self.log is None:
             return b"", code
+        return os.pread(self.log.fileno(), limit, offset), code
 
     @staticmethod
     def _group_alive(pgid: int) -> bool:
@@ -275,7 +271,9 @@ class _NodeAgent:
         return self.process.poll()
 
     def cleanup(self) -> None:
-        shutil.rmtree(self.log_dir, ignore_errors=True)
+        if self.log is not None:
+            self.log.close()
+            self.log = None
 
 
 # -- here ----------------------------------------------------------------------------------------------
