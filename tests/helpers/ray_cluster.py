@@ -10,6 +10,7 @@ runs in a session of its own, whose processes (GCS, raylet, agents, workers) are
 
 from __future__ import annotations
 
+import atexit
 import contextlib
 import json
 import os
@@ -60,6 +61,7 @@ class LocalRayCluster:
     def start(self) -> str:
         """Start the head, then the other nodes as soon as its GCS port answers (not once its whole ``ray start``
         is done: that saves about a second a node); return the head's address."""
+        atexit.register(self.stop)  # a test process ending early (an error, a broken pipe) still ends the cluster
         try:
             head = self._start_node(0)
             self.address = f"{self._head_ip()}:{self.port}"
@@ -128,6 +130,7 @@ class LocalRayCluster:
 
     def stop(self, grace: float = 3.0) -> list[psutil.Process]:
         """SIGTERM every process of the cluster, SIGKILL what is left after ``grace`` s; what survived."""
+        atexit.unregister(self.stop)
         for sig, wait in ((signal.SIGTERM, grace), (signal.SIGKILL, 10.0)):
             for proc in self.leftovers():
                 with contextlib.suppress(psutil.Error):

@@ -225,7 +225,6 @@ DRIVER = textwrap.dedent("""
     import signal, sys, time
     from pathlib import Path
     from pytest_glm.serving.nodes import NodeLaunch
-from pytest_glm.serving.ray_nodes import CONNECT_TIMEOUT
     from pytest_glm.serving.ray_nodes import RayRunner
 
     def interrupt(signum, frame):
