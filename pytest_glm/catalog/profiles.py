@@ -261,6 +261,10 @@ def with_nodes(profile: Profile, nodes: int | None) -> Profile:
     count that does not divide its accelerators is a usage error."""
     if nodes is None or nodes == profile.nodes:
         return profile
+    if profile.accelerator == "cpu" and nodes >= 1 and profile.count % nodes:
+        # CPU ranks are processes, not devices: each simulated node gets one
+        return replace(profile, count=nodes, nodes=nodes, memory_gib=profile.memory_gib * profile.count / nodes,
+                       description=f"{profile.description} ({nodes} simulated nodes on this machine)")
     if nodes < 1 or profile.count % nodes:
         raise ConfigError("--glm-nodes", f"{nodes} nodes do not divide {profile.name}'s {profile.count} accelerators",
                           f"use a divisor of {profile.count}: "

@@ -67,6 +67,12 @@ def test_glm_nodes_spreads_a_profile_and_refuses_a_count_that_does_not_divide_it
     assert "1, 2, 4, 8, 16" in str(info.value)
 
 
+def test_the_cpu_profile_simulates_any_number_of_nodes() -> None:
+    profile = with_nodes(resolve_profile("cpu"), 3)
+    assert (profile.nodes, profile.count) == (3, 3)
+    assert build_serve_command(resolve_model("glm-tiny"), profile, ServeOptions()).flag("--tensor-parallel-size") == "3"
+
+
 def test_a_world_that_the_nodes_do_not_divide_is_refused() -> None:
     command = build_serve_command(resolve_model("zai-org/GLM-4.7-FP8"), PROFILES["h200x16"], ServeOptions(tp=3))
     with pytest.raises(ConfigError, match="--glm-nodes: 2 nodes do not divide the 3 ranks"):
