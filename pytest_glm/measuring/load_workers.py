@@ -22,7 +22,6 @@ from __future__ import annotations
 import asyncio
 import importlib
 import importlib.util
-import logging
 import math
 import multiprocessing
 import os
@@ -238,14 +237,11 @@ class _RayWorker:
 
 
 def _on_ray(jobs: list[_Job]) -> tuple[list[WorkerRun], float, float]:
+    from pytest_glm.cluster import cluster_address, connect
+
     ray: Any = importlib.import_module("ray")  # optional; untyped here so that checks pass without it
-    started_here = not ray.is_initialized()
-    if started_here:
-        try:
-            ray.init(address=os.environ["RAY_ADDRESS"], log_to_driver=False, logging_level=logging.ERROR)
-        except Exception as exc:
-            raise DeploymentError(f"RAY_ADDRESS={os.environ['RAY_ADDRESS']}: the Ray cluster did not answer "
-                                  f"({type(exc).__name__}: {exc})") from None
+    # Probed first: an in-process ray.init on an address that does not answer hangs or ends the process.
+    started_here = connect(cluster_address())
     actor_class = ray.remote(num_cpus=1, scheduling_strategy="SPREAD")(_RayWorker)
     actors = [actor_class.remote() for _ in jobs]
     try:

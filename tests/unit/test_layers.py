@@ -13,7 +13,7 @@ PACKAGE = Path(__file__).parents[2] / "pytest_glm"
 #: Lowest first. A module may import from its own rank or a lower one.
 LAYERS = {
     "exceptions": 0,
-    "catalog": 1,
+    "catalog": 1, "cluster": 1,
     "judging": 2, "measuring": 2,
     "reference": 3,
     "config": 4,
