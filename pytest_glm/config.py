@@ -451,7 +451,7 @@ def resolve(values: dict[str, Any]) -> GLMConfig:
     if values["known_defects"] not in ("report", "fail"):
         raise ConfigError("--glm-known-defects", f"expected report or fail, got {values['known_defects']!r}")
     runner, hosts = _node_runner(values, profile.nodes, base_url)
-    if profile.nodes > 1 or runner != "local":
+    if base_url is None and (profile.nodes > 1 or runner != "local"):
         for flag, on in (("--glm-keep-server", values["keep_server"]), ("--glm-mtp-equivalence", values["mtp_equivalence"])):
             if on:
                 raise ConfigError(flag, f"not available for a deployment over nodes (--glm-nodes {profile.nodes}, "
@@ -489,7 +489,8 @@ def _node_runner(values: dict[str, Any], nodes: int, base_url: str | None) -> tu
         raise ConfigError("--glm-hosts", f"{len(hosts)} host(s) for {nodes} node(s)" if hosts else
                           "the ssh runner needs the nodes' hosts", "name one host per node, the head first "
                           "(--glm-hosts h1,h2); --glm-nodes sets the count")
-    if base_url and (nodes > 1 or runner != "local"):
-        raise ConfigError("--glm-base-url", "tests an endpoint that runs; the node options launch one",
-                          "drop --glm-base-url, or drop --glm-nodes/--glm-node-runner/--glm-hosts and a multi-node profile")
+    if base_url and (values.get("nodes") is not None or values.get("node_runner") or hosts):
+        # A multi-node profile alone is fine: it gives an endpoint on two nodes its thresholds.
+        raise ConfigError("--glm-base-url", "tests an endpoint that runs; --glm-nodes/--glm-node-runner/--glm-hosts "
+                          "launch one", "drop --glm-base-url, or drop the node options")
     return runner, hosts

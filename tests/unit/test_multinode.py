@@ -84,7 +84,8 @@ def test_a_world_that_the_nodes_do_not_divide_is_refused() -> None:
     ({"profile": "h200x16", "node_runner": "ssh"}, "--glm-hosts", "needs the nodes' hosts"),
     ({"profile": "h200x16", "hosts": "a,b", "node_runner": "local"}, "--glm-hosts", "runner is local"),
     ({"profile": "h200x16", "node_runner": "slurm"}, "--glm-node-runner", "expected one of local, ssh, ray"),
-    ({"profile": "h200x16", "base_url": "http://x:1"}, "--glm-base-url", "the node options launch one"),
+    ({"profile": "h200x16", "base_url": "http://x:1", "nodes": 2}, "--glm-base-url", "launch one"),
+    ({"profile": "h200x16", "base_url": "http://x:1", "hosts": "a,b"}, "--glm-base-url", "launch one"),
     ({"profile": "h200x16", "keep_server": True}, "--glm-keep-server", "not available"),
     ({"profile": "h200x16", "mtp_equivalence": True}, "--glm-mtp-equivalence", "not available"),
 ])
@@ -92,6 +93,11 @@ def test_node_options_that_do_not_fit_together(values: dict[str, object], option
     with pytest.raises(ConfigError) as info:
         config(model="zai-org/GLM-4.7-FP8", **values)
     assert info.value.option == option and text in str(info.value)
+
+
+def test_an_endpoint_on_two_nodes_is_tested_with_the_two_node_profile() -> None:
+    cfg = config(model="zai-org/GLM-4.7", profile="h100x16", base_url="http://head:8000", keep_server=False)
+    assert cfg.base_url == "http://head:8000" and cfg.profile.name == "h100x16"
 
 
 def test_hosts_imply_the_ssh_runner() -> None:
