@@ -5,8 +5,8 @@ from __future__ import annotations
 
 import pytest
 
-from pytest_glm.exceptions import ConfigError
 from pytest_glm.cluster import _host_port, _one_line, cluster_address
+from pytest_glm.exceptions import ConfigError
 
 
 def test_the_address_comes_from_the_argument_then_ray_address(monkeypatch: pytest.MonkeyPatch) -> None:
