@@ -45,6 +45,10 @@ def _logged(what: str) -> Iterator[None]:
 #: Seconds between the SIGTERM that asks vLLM to shut down and the SIGKILL of its whole process group.
 STOP_GRACE = 30.0
 
+#: The same for a server stopped before it was ready (Ctrl-C during the model load, a failed start): it has
+#: nothing to drain, and vLLM ignores SIGTERM while it loads, so the whole grace was always waited for.
+STARTING_STOP_GRACE = 5.0
+
 #: Seconds between two progress reports while the model loads.
 PROGRESS_EVERY = 10.0
 
@@ -95,7 +99,8 @@ class VLLMExecutor(HTTPExecutor):
 
     Differences from the base class: a clean exit (code 0) during start-up is a failure too, a progress
     callback runs between health checks, and :meth:`stop` waits ``STOP_GRACE`` seconds, not the whole
-    start-up budget, before it kills the process group.
+    start-up budget (``grace``: shorter for a server that never became ready), before it kills the process
+    group.
     """
 
     def __init__(self, argv: list[str], url: str, log: IO[Any], env: dict[str, str], timeout: float,
@@ -110,6 +115,7 @@ class VLLMExecutor(HTTPExecutor):
         self._on_spawn = on_spawn
         self._started_at = 0.0
         self._last_progress = 0.0
+        self.grace = STOP_GRACE
 
     @property
     def _popen_kwargs(self) -> dict[str, Any]:
@@ -147,7 +153,7 @@ class VLLMExecutor(HTTPExecutor):
 
     def stop(self, stop_signal: int | None = None, expected_returncode: int | None = None) -> VLLMExecutor:
         budget = self._timeout
-        self._timeout = STOP_GRACE
+        self._timeout = self.grace
         try:
             # vLLM exits with 0 on SIGTERM, or with -SIGTERM if it dies in the signal; both are fine.
             return super().stop(stop_signal=stop_signal, expected_returncode=expected_returncode or 0)
@@ -321,6 +327,8 @@ class ServerProcess:
         """Stop the server and everything it started; safe to call twice, never raises (a step that fails is
         logged, and the next one still runs)."""
         if self.executor is not None:
+            if self.started_in is None:  # stopped before it was ready
+                self.executor.grace = STARTING_STOP_GRACE
             with _logged("stopping the vLLM server"):
                 self.executor.stop()
             with _logged("killing the vLLM server's process group"):

@@ -8,6 +8,7 @@ variant answers the cases differently but correctly; the gate passing it (CI run
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import random
 from collections.abc import Iterator
@@ -22,6 +23,7 @@ from pytest_glm.measuring.metrics import SpecDecodeStats, parse
 from pytest_glm.reference.targets import completion, default_answers_file, load_answers
 from pytest_glm.reference.tokenizer import VOCAB_SIZE
 from pytest_glm.serving.deployment import Deployment, DeploymentManager
+from pytest_glm.serving.reference_server import servable
 
 FILLER_ID = ord(".")  # the byte-level vocabulary keeps printable ASCII at its code point
 
@@ -35,9 +37,14 @@ OPTIONS = {**option_defaults(), "profile": "cpu", "mtp": True}
 
 @pytest.fixture(scope="module", params=["glm-tiny", "glm-tiny-47", "glm-tiny-variant"])
 def reference(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Deployment]:
-    config = resolve({**OPTIONS, "model": request.param})
+    # glm-tiny is the session's shared healthy server (tests/integration/conftest.py: served as the gate
+    # launches it, MTP on): attaching to it saves a server start; the other two are launched here.
+    attach = {"base_url": request.getfixturevalue("healthy_upstream")} if request.param == "glm-tiny" else {}
+    config = resolve({**OPTIONS, "model": request.param, **attach})
     manager = DeploymentManager(config, tmp_path_factory.mktemp(request.param))
     deployment = manager.start(print)
+    if attach:  # the model as served: its built directory (the checkpoint test reads it)
+        deployment = dataclasses.replace(deployment, model=servable(deployment.model, config.cache_dir))
     try:
         yield deployment
     finally:
