@@ -15,7 +15,7 @@ import shlex
 import shutil
 import subprocess
 import sys
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -193,16 +193,7 @@ def build_serve_command(model: ModelSpec, profile: Profile, opts: ServeOptions, 
 
 def without_mtp(command: ServeCommand) -> ServeCommand:
     """The same command with speculative decoding removed (every ``--speculative-config`` form)."""
-    args: list[str] = []
-    skip = False
-    for arg in command.args:
-        if skip:
-            skip = False
-            continue
-        if arg.startswith("--speculative-config") or arg.startswith("--speculative_config"):
-            skip = "=" not in arg
-            continue
-        args.append(arg)
+    args = _without_flags(command.args, lambda name: name.startswith(("--speculative-config", "--speculative_config")))
     return ServeCommand(model=command.model, args=tuple(args), env=dict(command.env), mtp=False,
                         served_model_name=command.served_model_name)
 
@@ -308,21 +299,28 @@ def node_args(command: ServeCommand, *, nodes: int, rank: int, master_addr: str,
     """The serving command's flags for node ``rank`` of ``nodes`` on vLLM's own multi-node runtime: the same
     parallel sizes (vLLM places ``world / nodes`` ranks on each node), ``--nnodes --node-rank --master-addr
     --master-port``; the head (rank 0) serves HTTP on ``host:port``, followers run ``--headless``."""
-    args: list[str] = []
-    skip = False
-    for arg in command.args:
-        if skip:
-            skip = False
-            continue
-        name = arg.split("=", 1)[0]
-        if name in _NODE_FLAGS:
-            skip = "=" not in arg and name != "--headless"
-            continue
-        args.append(arg)
+    args = _without_flags(command.args, _NODE_FLAGS.__contains__, valueless=("--headless",))
     args += ["--nnodes", str(nodes), "--node-rank", str(rank), "--master-addr", master_addr,
              "--master-port", str(master_port)]
     args += ["--host", host, "--port", str(port)] if rank == 0 else ["--headless"]
     return tuple(args)
+
+
+def _without_flags(args: tuple[str, ...], drop: Callable[[str], bool], valueless: tuple[str, ...] = ()) -> list[str]:
+    """``args`` without the flags ``drop`` names, and their values (``--flag value`` or ``--flag=value``; the
+    ``valueless`` ones take none)."""
+    out: list[str] = []
+    skip = False
+    for arg in args:
+        if skip:
+            skip = False
+            continue
+        name = arg.split("=", 1)[0]
+        if drop(name):
+            skip = "=" not in arg and name not in valueless
+            continue
+        out.append(arg)
+    return out
 
 
 def _installed_version(dist: str) -> str | None:

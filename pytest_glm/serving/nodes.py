@@ -24,6 +24,7 @@ from pathlib import Path
 from typing import IO, Any, Protocol, runtime_checkable
 
 from pytest_glm.exceptions import DeploymentError
+from pytest_glm.serving.reaper import group_alive
 
 logger = logging.getLogger("pytest_glm")
 
@@ -98,16 +99,6 @@ class NodeRunner(Protocol):
 
 
 # -- local ---------------------------------------------------------------------------------------------
-def _group_alive(pgid: int) -> bool:
-    try:
-        os.killpg(pgid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True
-
-
 def end_group(pgid: int, grace: float, reap: Callable[[], object] = lambda: None) -> None:
     """SIGTERM a process group, wait up to ``grace`` s, then SIGKILL what is left. Never raises.
 
@@ -119,7 +110,7 @@ def end_group(pgid: int, grace: float, reap: Callable[[], object] = lambda: None
     while time.monotonic() < deadline:
         with contextlib.suppress(Exception):
             reap()
-        if not _group_alive(pgid):
+        if not group_alive(pgid):
             return
         time.sleep(0.2)
     with contextlib.suppress(ProcessLookupError, PermissionError):
