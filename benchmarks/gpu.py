@@ -102,13 +102,17 @@ SHAPES = {
 SHARE_GPU = ("--gpu-memory-utilization", "0.15", "--kv-cache-memory-bytes", str(4 << 30))
 
 
+def pytest_suites() -> list[str]:
+    """The command that runs the shipped suites here, the plugin loaded by name when it is not pip-installed."""
+    installed = any(ep.name == "glm" for ep in importlib.metadata.entry_points(group="pytest11"))
+    load = [] if installed else ["-p", "pytest_glm.plugin"]
+    return [sys.executable, "-m", "pytest", str(ROOT / "suites"), *load, "-p", "no:cacheprovider", "-q"]
+
+
 def gate(served: Served, model: str, profile: str, out: Path, name: str, mtp: bool, *select: str) -> dict:
     """Run the shipped suites against a served model in a subprocess; the JSON report's essentials."""
     report = out / f"{name}.json"
-    installed = any(ep.name == "glm" for ep in importlib.metadata.entry_points(group="pytest11"))
-    load = [] if installed else ["-p", "pytest_glm.plugin"]  # not pip-installed: load the plugin by name
-    argv = [sys.executable, "-m", "pytest", str(ROOT / "suites"), *load, "-p", "no:cacheprovider", "-q",
-            f"--glm-base-url={served.base_url}", f"--glm-model={model}", f"--glm-profile={profile}",
+    argv = [*pytest_suites(), f"--glm-base-url={served.base_url}", f"--glm-model={model}", f"--glm-profile={profile}",
             "--glm-mtp" if mtp else "--glm-no-mtp", f"--glm-report={report}", f"--glm-thresholds={MEASURE}", *select]
     began = time.monotonic()
     proc = subprocess.run(argv, capture_output=True, text=True, timeout=1500, check=False)
@@ -128,10 +132,7 @@ def shape(phase: str, profile: str, out: Path) -> dict:
     """A shape run of a registry model, launched by the gate itself (vLLM's --load-format dummy)."""
     model, share, deselect = SHAPES[phase]
     report = out / f"{phase}.json"
-    installed = any(ep.name == "glm" for ep in importlib.metadata.entry_points(group="pytest11"))
-    load = [] if installed else ["-p", "pytest_glm.plugin"]
-    argv = [sys.executable, "-m", "pytest", str(ROOT / "suites"), *load, "-p", "no:cacheprovider", "-q", "-rA",
-            f"--glm-model={model}", f"--glm-profile={profile}", "--glm-weights=dummy", f"--glm-report={report}",
+    argv = [*pytest_suites(), "-rA", f"--glm-model={model}", f"--glm-profile={profile}", "--glm-weights=dummy", f"--glm-report={report}",
             f"--glm-thresholds={MEASURE}", f"--glm-gpu-memory-utilization={share}", "--glm-startup-timeout=1500",
             f"--glm-server-log={out / 'servers' / (phase + '.log')}", "-k", deselect]
     began = time.monotonic()
